@@ -1,0 +1,34 @@
+"""worldstore: grid worlds of multi-agent simulations in one memory-mapped HDF5 file.
+
+>>> import worldstore, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "farm.h5")
+>>> spec = worldstore.presets.agentfarm(128, 128, agents=8)
+>>> with worldstore.create(path, spec) as world:
+...     resources = world["RESOURCES"].numpy()     # an ndarray over the file
+...     resources[:64] = 1.0
+...     world.step()
+1
+>>> with worldstore.open(path) as world:
+...     float(world["RESOURCES"].numpy().sum())
+8192.0
+"""
+
+from . import presets
+from ._version import __version__
+from .errors import (DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ReadOnlyWorldError,
+                     SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
+                     WorldNotFoundError, WorldstoreError, WorldVersionError)
+from .layer import Layer
+from .spec import GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec, parse_size
+from .summary import inspect
+from .world import World, create, open
+
+__all__ = [
+    "__version__", "presets",
+    "create", "open", "inspect", "parse_size",
+    "World", "Layer", "WorldSpec", "LayerSpec",
+    "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS",
+    "WorldstoreError", "SpecError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
+    "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
+    "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
+]

@@ -1,0 +1,277 @@
+"""The world file format: names, attributes and checks, in one place.
+
+Both the writer (:func:`write_skeleton`) and the reader (:func:`read_spec`,
+:func:`layer_extent`) use this module, so what is written is exactly what is
+checked on open.
+
+Layout (format version 1)::
+
+    /                      root attributes: format name/version, world shape,
+                           agent count, step, committed_step, library version
+    /layers/               one dataset per layer, in spec order
+    /layers/y, /layers/x   dimension scales (cell indices) of every grid
+    /layers/agent          dimension scale of agent and observation layers
+    /layers/<OBS>_channel, <OBS>_dy, <OBS>_dx
+                           dimension scales of an observation layer
+
+Every layer dataset is contiguous, uncompressed and allocated at creation, so
+its bytes sit at one offset in the file and can be memory-mapped. Attributes
+are plain numbers and strings (lists are JSON strings); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._version import __version__
+from .errors import SpecError, WorldFormatError, WorldVersionError
+from .spec import LayerSpec, WorldSpec
+
+FORMAT_NAME = "worldstore"
+FORMAT_VERSION = 1
+#: libver bounds: superblock 3 (SWMR-capable), readable by HDF5 1.10 tools.
+LIBVER = ("v110", "v110")
+#: Objects of at least this size start on a page boundary, so mapped layers
+#: are page-aligned (faster, and one mmap per layer with no slack).
+ALIGNMENT = 4096
+LAYERS_GROUP = "layers"
+
+ROOT_FORMAT = "worldstore_format"
+ROOT_VERSION = "worldstore_format_version"
+ROOT_STEP = "step"
+ROOT_COMMITTED = "committed_step"
+
+# Per-layer attributes (beyond the CF ones: _FillValue, long_name, units).
+A_CLASS = "grid_class"
+A_STORAGE = "storage"
+A_PAD = "pad_value"
+A_DESCRIPTION = "description"
+A_DECAY = "decay"
+A_THRESHOLD = "threshold"
+A_CHANNELS = "channels"
+A_RADIUS = "radius"
+
+
+def _scale(group: h5py.Group, name: str, values: np.ndarray, **attrs: Any) -> h5py.Dataset:
+    dset = group.create_dataset(name, data=values)
+    dset.make_scale(name)
+    for key, value in attrs.items():
+        dset.attrs[key] = value
+    return dset
+
+
+def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
+    """Create every dataset, scale and attribute of a new world in ``f``.
+
+    Layer storage is allocated (early) but never written by HDF5: the caller
+    reserves the blocks and writes fill values through the mapping.
+    """
+    root = f.attrs
+    root[ROOT_FORMAT] = FORMAT_NAME
+    root[ROOT_VERSION] = np.int64(FORMAT_VERSION)
+    root["height"] = np.int64(spec.height)
+    root["width"] = np.int64(spec.width)
+    root["agents"] = np.int64(spec.agents)
+    root[ROOT_STEP] = np.int64(0)
+    root[ROOT_COMMITTED] = np.int64(0)
+    root["library_version"] = __version__
+    root["Conventions"] = "CF-1.8"
+
+    group = f.create_group(LAYERS_GROUP, track_order=True)
+    scales = {
+        "y": _scale(group, "y", np.arange(spec.height, dtype=np.int32), long_name="row (cell index)",
+                    axis="Y", units="1"),
+        "x": _scale(group, "x", np.arange(spec.width, dtype=np.int32), long_name="column (cell index)",
+                    axis="X", units="1"),
+    }
+    if any(layer.grid_class in ("agent", "observation") for layer in spec.layers):
+        scales["agent"] = _scale(group, "agent", np.arange(spec.agents, dtype=np.int32), long_name="agent id")
+    for layer in spec.layers:
+        if layer.grid_class == "observation":
+            radius = int(layer.radius)  # type: ignore[arg-type]
+            offsets = np.arange(-radius, radius + 1, dtype=np.int32)
+            _, channel, dy, dx = spec.dims_of(layer.name)
+            scales[channel] = _scale(group, channel, np.arange(len(layer.channels), dtype=np.int32),
+                                     long_name="channel index", channels=json.dumps(list(layer.channels)))
+            scales[dy] = _scale(group, dy, offsets, long_name="row offset from the agent", units="1")
+            scales[dx] = _scale(group, dx, offsets.copy(), long_name="column offset from the agent", units="1")
+
+    for layer in spec.layers:
+        dtype = layer.np_dtype
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        fill = np.array(layer.fill_value, dtype=dtype)
+        dset = group.create_dataset(layer.name, shape=spec.shape_of(layer.name), dtype=dtype,
+                                    fillvalue=fill, fill_time="never", dcpl=dcpl)
+        for axis, dim in enumerate(spec.dims_of(layer.name)):
+            dset.dims[axis].attach_scale(scales[dim])
+        attrs = dset.attrs
+        attrs[A_CLASS] = layer.grid_class
+        attrs[A_STORAGE] = layer.storage
+        attrs["_FillValue"] = fill
+        attrs[A_PAD] = np.array(layer.pad_value, dtype=dtype)
+        attrs["long_name"] = layer.long_name or layer.name
+        attrs["units"] = layer.units
+        attrs[A_DESCRIPTION] = layer.description
+        if layer.grid_class == "temporal":
+            attrs[A_DECAY] = np.float64(layer.decay)
+            attrs[A_THRESHOLD] = np.float64(layer.threshold)
+        if layer.grid_class == "observation":
+            attrs[A_CHANNELS] = json.dumps(list(layer.channels))
+            attrs[A_RADIUS] = np.int64(layer.radius)
+
+
+def _text(value: Any, where: str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise WorldFormatError(f"{where} should be a string, found {value!r}")
+    return value
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise WorldFormatError(f"{where} should be an integer, found {value!r}")
+    return int(value)
+
+
+def _number(value: Any, where: str) -> float | int | bool:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, (bool, int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise WorldFormatError(f"{where} should be a finite number, found {value!r}")
+    return value
+
+
+def check_format(f: h5py.File, path: str) -> None:
+    """Refuse files that are not worldstore worlds, or are of a newer format."""
+    attrs = f.attrs
+    if ROOT_FORMAT not in attrs:
+        raise WorldFormatError(f"{path} is an HDF5 file but not a worldstore world "
+                               f"(no {ROOT_FORMAT!r} attribute on /)")
+    name = _text(attrs[ROOT_FORMAT], f"{path}: attribute /{ROOT_FORMAT}")
+    if name != FORMAT_NAME:
+        raise WorldFormatError(f"{path} is not a worldstore world (format {name!r})")
+    version = _integer(attrs.get(ROOT_VERSION), f"{path}: attribute /{ROOT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise WorldVersionError(f"{path} has world format version {version}, newer than the {FORMAT_VERSION} "
+                                f"this worldstore {__version__} reads; upgrade worldstore to open it")
+    if version < 1:
+        raise WorldFormatError(f"{path}: invalid world format version {version}")
+
+
+def read_spec(f: h5py.File, path: str) -> WorldSpec:
+    """Rebuild the :class:`WorldSpec` stored in ``f``, checking every attribute."""
+    check_format(f, path)
+    root = f.attrs
+    try:
+        height = _integer(root.get("height"), f"{path}: attribute /height")
+        width = _integer(root.get("width"), f"{path}: attribute /width")
+        agents = _integer(root.get("agents"), f"{path}: attribute /agents")
+        group = f.get(LAYERS_GROUP)
+        if not isinstance(group, h5py.Group):
+            raise WorldFormatError(f"{path}: the /{LAYERS_GROUP} group is missing")
+        layers = []
+        for name, obj in group.items():
+            if not isinstance(obj, h5py.Dataset) or A_CLASS not in obj.attrs:
+                continue  # dimension scales
+            layers.append(_read_layer(obj, f"{path}: layer {name!r}"))
+        spec = WorldSpec(height, width, agents, tuple(layers))
+    except SpecError as exc:
+        raise WorldFormatError(f"{path}: the stored world description is invalid: {exc}") from exc
+    for layer in spec.layers:
+        dset = group[layer.name]
+        shape = spec.shape_of(layer.name)
+        if dset.shape != shape:
+            raise WorldFormatError(f"{path}: layer {layer.name!r} has shape {dset.shape}, but the world "
+                                   f"description needs {shape}")
+    return spec
+
+
+def _read_layer(dset: h5py.Dataset, where: str) -> LayerSpec:
+    attrs = dset.attrs
+    try:
+        dtype = dset.dtype
+    except (TypeError, ValueError) as exc:
+        raise WorldFormatError(f"{where} has a datatype this library cannot read: {exc}") from exc
+    if dtype.kind not in "biuf" or not dtype.isnative:
+        raise WorldFormatError(f"{where} has datatype {dtype.str!r}; layers must be native-endian bool, "
+                               "integer or float")
+    fields: dict[str, Any] = {
+        "name": dset.name.rsplit("/", 1)[-1],
+        "grid_class": _text(attrs[A_CLASS], f"{where}: attribute {A_CLASS}"),
+        "dtype": dtype.name,
+        "storage": _text(attrs.get(A_STORAGE, "mapped"), f"{where}: attribute {A_STORAGE}"),
+        "long_name": _text(attrs.get("long_name", ""), f"{where}: attribute long_name"),
+        "units": _text(attrs.get("units", ""), f"{where}: attribute units"),
+        "description": _text(attrs.get(A_DESCRIPTION, ""), f"{where}: attribute {A_DESCRIPTION}"),
+    }
+    if "_FillValue" in attrs:
+        fields["fill_value"] = _number(attrs["_FillValue"], f"{where}: attribute _FillValue")
+    if A_PAD in attrs:
+        fields["pad_value"] = _number(attrs[A_PAD], f"{where}: attribute {A_PAD}")
+    if fields["grid_class"] == "temporal":
+        fields["decay"] = _number(attrs.get(A_DECAY), f"{where}: attribute {A_DECAY}")
+        fields["threshold"] = _number(attrs.get(A_THRESHOLD), f"{where}: attribute {A_THRESHOLD}")
+    if fields["grid_class"] == "observation":
+        raw = _text(attrs.get(A_CHANNELS), f"{where}: attribute {A_CHANNELS}")
+        try:
+            channels = json.loads(raw)
+        except ValueError as exc:
+            raise WorldFormatError(f"{where}: attribute {A_CHANNELS} is not JSON: {raw!r}") from exc
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise WorldFormatError(f"{where}: attribute {A_CHANNELS} should be a JSON list of names")
+        fields["channels"] = tuple(channels)
+        fields["radius"] = _integer(attrs.get(A_RADIUS), f"{where}: attribute {A_RADIUS}")
+    try:
+        return LayerSpec(**fields)
+    except SpecError as exc:
+        raise WorldFormatError(f"{where}: {exc}") from exc
+
+
+def read_clock(f: h5py.File, path: str) -> tuple[int, int]:
+    """``(step, committed_step)`` from the root attributes."""
+    step = _integer(f.attrs.get(ROOT_STEP), f"{path}: attribute /{ROOT_STEP}")
+    committed = _integer(f.attrs.get(ROOT_COMMITTED), f"{path}: attribute /{ROOT_COMMITTED}")
+    if step < 0 or committed < 0:
+        raise WorldFormatError(f"{path}: negative step counters ({step}, {committed})")
+    return step, committed
+
+
+def write_clock(f: h5py.File, step: int, committed: int) -> None:
+    f.attrs[ROOT_STEP] = np.int64(step)
+    f.attrs[ROOT_COMMITTED] = np.int64(committed)
+
+
+def layer_extent(dset: h5py.Dataset, file_size: int, where: str) -> tuple[int, int] | None:
+    """``(offset, nbytes)`` of a mappable layer, checked against the file size.
+
+    Returns ``None`` when the dataset is stored in a way that cannot be mapped
+    (chunked, compressed, not allocated): such a layer can still be used with
+    ``memory`` storage. Raises :class:`WorldFormatError` when the recorded
+    extent does not fit inside the file, so nothing past the end is mapped.
+    """
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters() != 0:
+        return None
+    offset = dset.id.get_offset()
+    if offset is None:
+        return None
+    nbytes = int(np.prod(dset.shape, dtype=np.int64)) * dset.dtype.itemsize
+    stored = dset.id.get_storage_size()
+    if stored != nbytes:
+        raise WorldFormatError(f"{where}: {stored} bytes are stored, but shape {dset.shape} of "
+                               f"{dset.dtype} needs {nbytes}")
+    if offset < 0 or offset + nbytes > file_size:
+        raise WorldFormatError(f"{where}: data at bytes {offset}..{offset + nbytes} lies beyond the end of "
+                               f"the file ({file_size} bytes); the file is truncated or corrupt")
+    return offset, nbytes

@@ -1,0 +1,66 @@
+"""Exception types raised by worldstore.
+
+Every error derives from :class:`WorldstoreError` and also from the builtin
+exception a user would catch anyway (``KeyError`` for unknown names,
+``ValueError`` for bad shapes, ``OSError`` for file problems), so code written
+against numpy or h5py keeps working.
+"""
+
+from __future__ import annotations
+
+import io
+
+
+class WorldstoreError(Exception):
+    """Base class of every error raised by worldstore."""
+
+
+class SpecError(WorldstoreError, ValueError):
+    """A world or layer specification is invalid (sizes, names, dtypes...)."""
+
+
+class LayerNotFoundError(WorldstoreError, KeyError):
+    """A layer name that the world does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerShapeError(WorldstoreError, ValueError):
+    """Values written to a layer have the wrong shape."""
+
+
+class LayerDtypeError(WorldstoreError, TypeError):
+    """Values written to a layer cannot be stored in its dtype without loss."""
+
+
+class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):
+    """A write was attempted on a world opened read-only."""
+
+
+class WorldClosedError(WorldstoreError, ValueError):
+    """An operation on a world (or one of its layers) after ``close()``."""
+
+
+class WorldExistsError(WorldstoreError, FileExistsError):
+    """``create`` would overwrite an existing file."""
+
+
+class WorldNotFoundError(WorldstoreError, FileNotFoundError):
+    """The path given to ``open`` does not exist."""
+
+
+class WorldFormatError(WorldstoreError, OSError):
+    """The file is not a readable worldstore world (foreign, corrupt, truncated)."""
+
+
+class WorldVersionError(WorldFormatError):
+    """The file was written by a newer worldstore format than this library reads."""
+
+
+class DiskFullError(WorldstoreError, OSError):
+    """Not enough disk space to reserve the world's blocks."""
+
+
+class WorldLockedError(WorldstoreError, OSError):
+    """Another process holds the world open for writing (HDF5's file lock)."""

@@ -1,0 +1,192 @@
+"""A layer of a world: a thin, checked wrapper over one storage.
+
+``layer.numpy()`` is the live ``ndarray`` (a view over the file for mapped
+layers) and ``layer.tensor()`` a zero-copy ``torch.Tensor`` over the same
+memory. ``layer[index] = values`` checks shape and dtype first and writes
+nothing when they do not fit; writing through ``numpy()`` views is plain
+numpy, unchecked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import LayerDtypeError, LayerShapeError, ReadOnlyWorldError, WorldClosedError
+from .spec import LayerSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .storage import LayerStorage
+
+
+def _as_numpy(values: Any) -> Any:
+    """Turn a torch tensor into an ndarray (on the CPU) without importing torch."""
+    if type(values).__module__.startswith("torch") and hasattr(values, "detach"):
+        return values.detach().cpu().numpy()
+    return values
+
+
+def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every value of ``array`` is representable in ``dtype``."""
+    src = array.dtype
+    if dtype.kind == "b":
+        return src.kind == "b"
+    if src.kind not in "biuf":
+        return False
+    if dtype.kind in "iu":
+        if src.kind == "f":
+            return False
+        if np.can_cast(src, dtype, "safe") or array.size == 0:
+            return True
+        info = np.iinfo(dtype)
+        return bool(array.min() >= info.min and array.max() <= info.max)
+    return True  # any bool/int/float into a float layer, as numpy's same_kind casting
+
+
+def check_values(name: str, values: Any, selection_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Return ``values`` as an array that can be written to the selection, or raise.
+
+    Values must be a scalar or have exactly the selection's shape; they must be
+    representable in the layer's dtype (no floats into integer layers, no
+    out-of-range integers, only bools into bool layers).
+    """
+    values = _as_numpy(values)
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise LayerDtypeError(f"layer {name!r}: cannot store values of dtype {array.dtype} in a "
+                              f"{dtype.name} layer; nothing was written")
+    if not _fits(array, dtype):
+        raise LayerDtypeError(f"layer {name!r}: values of dtype {array.dtype} do not fit the layer's dtype "
+                              f"{dtype.name} without loss; convert them (for example "
+                              f".astype('{dtype.name}')) after checking the range. Nothing was written")
+    if array.ndim and array.shape != selection_shape:
+        raise LayerShapeError(f"layer {name!r}: values of shape {array.shape} do not match the selection's "
+                              f"shape {selection_shape}; nothing was written")
+    if dtype.kind == "f" and array.size and not np.can_cast(array.dtype, dtype, "safe"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = array.astype(dtype)
+        if np.isinf(converted).any() and not np.isinf(array).any():
+            raise LayerDtypeError(f"layer {name!r}: values overflow {dtype.name} "
+                                  f"(largest {np.finfo(dtype).max}); nothing was written")
+        return converted
+    return array
+
+
+class Layer:
+    """One named grid of a :class:`~worldstore.World`.
+
+    >>> import worldstore, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+    >>> spec = worldstore.WorldSpec(8, 8, 0, [worldstore.LayerSpec("RESOURCES", "resource")])
+    >>> with worldstore.create(path, spec) as world:
+    ...     layer = world["RESOURCES"]
+    ...     layer[2:4, 2:4] = 1.5
+    ...     float(layer.numpy().sum())
+    6.0
+    """
+
+    def __init__(self, spec: LayerSpec, shape: tuple[int, ...], storage: "LayerStorage", writable: bool):
+        self._spec = spec
+        self._shape = shape
+        self._storage: LayerStorage | None = storage
+        self._writable = writable
+
+    # -- what it is -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def spec(self) -> LayerSpec:
+        return self._spec
+
+    @property
+    def grid_class(self) -> str:
+        return self._spec.grid_class
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._spec.np_dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def storage(self) -> str:
+        """The storage kind in use: ``"mapped"`` or ``"memory"``."""
+        return self._live().kind
+
+    @property
+    def fill_value(self):
+        return self._spec.fill_value
+
+    @property
+    def pad_value(self):
+        return self._spec.pad_value
+
+    def __repr__(self) -> str:
+        if self._storage is None:
+            return f'<worldstore layer "{self.name}" (closed)>'
+        return (f'<worldstore layer "{self.name}": {self.grid_class}, shape {self._shape}, '
+                f'{self.dtype.name}, {self._storage.kind}>')
+
+    # -- data ---------------------------------------------------------------
+    def _live(self) -> "LayerStorage":
+        if self._storage is None:
+            raise WorldClosedError(f"layer {self.name!r} belongs to a closed world; open the world again")
+        return self._storage
+
+    def numpy(self) -> np.ndarray:
+        """The live ``ndarray`` (zero-copy; read-only in a read-only world)."""
+        return self._live().array
+
+    def tensor(self) -> "torch.Tensor":
+        """A zero-copy ``torch.Tensor`` over the layer's memory.
+
+        In a read-only world the tensor is over a private copy-on-write view:
+        writing to it never changes the file (or this layer's ``numpy()``).
+        """
+        import torch  # imported here: `import worldstore` must not pay for torch
+
+        storage = self._live()
+        array = storage.array if self._writable else storage.private_array()
+        return torch.from_numpy(array)
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.numpy()
+        if dtype is not None and np.dtype(dtype) != array.dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        """numpy indexing of the live array (a view for basic indexing)."""
+        return self.numpy()[index]
+
+    def __setitem__(self, index: Any, values: Any) -> None:
+        """Checked write: values of the selection's shape (or a scalar) and a fitting dtype."""
+        array = self.numpy()
+        if not self._writable:
+            raise ReadOnlyWorldError(f"layer {self.name!r} is read-only: open the world with mode='r+' to write")
+        # The selection's shape, from a zero-stride stand-in: touches no layer data.
+        selection = np.broadcast_to(np.zeros((), dtype=array.dtype), self._shape)[index]
+        array[index] = check_values(self.name, values, np.shape(selection), array.dtype)
+
+    def _close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None

@@ -1,0 +1,38 @@
+"""Where a layer's bytes live, behind one small protocol.
+
+The world and the operations on it only ever see :class:`LayerStorage`: an
+``ndarray`` to read and write, a way to get a private writable copy-on-write
+array for read-only worlds, ``flush`` and ``close``. Which kind a layer uses
+is configuration (see ``WorldSpec.with_storage``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from .mapped import MappedStorage
+from .memory import MemoryStorage
+
+
+class LayerStorage(Protocol):
+    """What every storage kind provides."""
+
+    kind: ClassVar[str]
+
+    @property
+    def array(self) -> np.ndarray:
+        """The live array: writable in a writable world, read-only otherwise."""
+
+    def private_array(self) -> np.ndarray:
+        """A writable array of the same values whose writes never reach the file."""
+
+    def flush(self) -> None:
+        """Make the file hold what the array holds."""
+
+    def close(self) -> None:
+        """Release the storage; arrays handed out stay valid (they keep it alive)."""
+
+
+__all__ = ["LayerStorage", "MappedStorage", "MemoryStorage"]

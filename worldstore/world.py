@@ -1,0 +1,343 @@
+"""Creating and opening worlds: one HDF5 file, layers as mapped or in-RAM arrays."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import _schema
+from .errors import (DiskFullError, ReadOnlyWorldError, WorldClosedError, WorldExistsError, WorldFormatError,
+                     WorldLockedError, WorldNotFoundError)
+from .layer import Layer
+from .spec import WorldSpec
+from .storage import LayerStorage, MappedStorage, MemoryStorage
+
+_MODES = ("r", "r+")
+
+
+class World:
+    """One simulated world: its layers, its step counter, its file.
+
+    Get one from :func:`create` or :func:`open`; use it as a context manager
+    so it is flushed and closed. Layers are looked up by name.
+
+    >>> import worldstore, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "farm.h5")
+    >>> with worldstore.create(path, worldstore.presets.agentfarm(64, 64, 4)) as world:
+    ...     world["RESOURCES"][10, 10] = 2.0
+    ...     _ = world.step()
+    >>> with worldstore.open(path) as world:
+    ...     float(world["RESOURCES"][10, 10]), world.current_step
+    (2.0, 1)
+    """
+
+    def __init__(self, h5file: h5py.File, fd: int, path: str, mode: str, spec: WorldSpec,
+                 layers: dict[str, Layer], storages: dict[str, LayerStorage], step: int, committed: int):
+        # Private: use worldstore.create / worldstore.open.
+        self._file: h5py.File | None = h5file
+        self._fd = fd
+        self._path = path
+        self._mode = mode
+        self._spec = spec
+        self._layers = layers
+        self._storages = storages
+        self._step = step
+        self._committed = committed
+
+    # -- what it is -------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def writable(self) -> bool:
+        return self._mode == "r+"
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    @property
+    def spec(self) -> WorldSpec:
+        """The world's specification, with the storage kinds in use."""
+        return self._spec
+
+    @property
+    def height(self) -> int:
+        return self._spec.height
+
+    @property
+    def width(self) -> int:
+        return self._spec.width
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the world's grids."""
+        return (self._spec.height, self._spec.width)
+
+    @property
+    def agents(self) -> int:
+        return self._spec.agents
+
+    @property
+    def current_step(self) -> int:
+        """Steps taken since creation (advanced by :meth:`step`)."""
+        return self._step
+
+    @property
+    def committed_step(self) -> int:
+        """The step the file held at the last :meth:`flush`."""
+        return self._committed
+
+    @property
+    def layers(self) -> Mapping[str, Layer]:
+        """Layers by name, in spec order."""
+        self._check_open()
+        return dict(self._layers)
+
+    def __getitem__(self, name: str) -> Layer:
+        self._check_open()
+        if name not in self._layers:
+            self._spec.layer(name)  # raises LayerNotFoundError listing the names
+        return self._layers[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f'<worldstore world "{self._path}" (closed)>'
+        return (f'<worldstore world "{self._path}" ({self._mode}): {self.height}x{self.width}, '
+                f'{self.agents} agents, {len(self._layers)} layers, step {self._step}>')
+
+    def describe(self) -> dict[str, Any]:
+        """The world as a JSON-able dictionary (the ``worldstore inspect --json`` schema)."""
+        from .summary import describe
+
+        return describe(self)
+
+    # -- time -------------------------------------------------------------
+    def step(self) -> int:
+        """Advance one step: every temporal layer decays, the step counter grows.
+
+        Each temporal layer is multiplied by its ``decay`` and cells whose
+        magnitude falls below its ``threshold`` become 0. Returns the new step.
+        """
+        self._check_writable()
+        for layer in self._layers.values():
+            if layer.grid_class == "temporal":
+                values = layer.numpy()
+                np.multiply(values, layer.spec.decay, out=values)
+                values[np.abs(values) < layer.spec.threshold] = 0
+        self._step += 1
+        return self._step
+
+    # -- persistence --------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything to the file: mapped pages synced, in-RAM layers written, HDF5 flushed."""
+        self._check_open()
+        if not self.writable:
+            return
+        for storage in self._storages.values():
+            storage.flush()
+        _schema.write_clock(self._file, self._step, self._step)
+        self._file.flush()
+        self._committed = self._step
+
+    def close(self) -> None:
+        """Flush (in a writable world) and release the file. Closing twice is harmless.
+
+        Arrays and tensors handed out earlier stay valid (they keep their
+        memory alive), but are no longer part of the world.
+        """
+        if self._file is None:
+            return
+        try:
+            if self.writable:
+                self.flush()
+        finally:
+            for layer in self._layers.values():
+                layer._close()
+            self._file.close()
+            self._file = None
+            os.close(self._fd)
+
+    def __enter__(self) -> "World":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, or a flush that cannot succeed
+            pass
+
+    def _check_open(self) -> None:
+        if self._file is None:
+            raise WorldClosedError(f"world {self._path} is closed; open it again with worldstore.open")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if not self.writable:
+            raise ReadOnlyWorldError(f"world {self._path} is open read-only; open it with mode='r+' to change it")
+
+
+def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False) -> World:
+    """Create a world file for ``spec`` and open it for writing.
+
+    Every layer is allocated and its disk blocks reserved now, so a full disk
+    fails here (:class:`DiskFullError`, no file left behind) rather than
+    mid-run. Layers start at their fill value.
+
+    >>> import worldstore, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+    >>> spec = worldstore.WorldSpec(32, 32, 0, [worldstore.LayerSpec("TERRAIN_COST", "environment",
+    ...                                                             fill_value=1.0)])
+    >>> world = worldstore.create(path, spec)
+    >>> float(world["TERRAIN_COST"].numpy().mean())
+    1.0
+    >>> world.close()
+    """
+    if not isinstance(spec, WorldSpec):
+        raise TypeError(f"spec must be a WorldSpec, got {type(spec).__name__}")
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise WorldExistsError(errno.EEXIST, "a file exists there; pass overwrite=True to replace it", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise WorldNotFoundError(errno.ENOENT, "the directory does not exist", directory)
+    # Build under a temporary name and rename at the end: a failed create
+    # leaves neither a partial world nor a damaged previous file.
+    partial = os.path.join(directory, f".{os.path.basename(path)}.creating-{os.getpid()}")
+    try:
+        _write_new_file(partial, spec)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return open(path, "r+")
+
+
+def _write_new_file(path: str, spec: WorldSpec) -> None:
+    with h5py.File(path, "w", libver=_schema.LIBVER, alignment_threshold=_schema.ALIGNMENT,
+                   alignment_interval=_schema.ALIGNMENT) as f:
+        _schema.write_skeleton(f, spec)
+        f.flush()  # HDF5 extends the file to cover the early-allocated layers
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise DiskFullError(exc.errno, f"cannot reserve {size} bytes for the world: "
+                                        f"{os.strerror(exc.errno)}", path) from exc
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+            group = f[_schema.LAYERS_GROUP]
+            for layer in spec.layers:
+                if layer.fill_value == 0:
+                    continue  # reserved blocks already read as zeros
+                dset = group[layer.name]
+                storage = MappedStorage(fd, dset.id.get_offset(), dset.shape, dset.dtype, writable=True)
+                storage.array.fill(layer.fill_value)
+                storage.flush()
+                storage.close()
+        finally:
+            os.close(fd)
+
+
+def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str] | None = None) -> World:
+    """Open an existing world: ``mode="r"`` to read, ``"r+"`` to read and write.
+
+    ``storage`` overrides the stored storage kinds per grid class or layer
+    name, for example ``{"agent": "memory"}``.
+
+    Everything is checked before anything is mapped: a file that is missing,
+    not HDF5, not a world, of a newer format, or truncated raises a specific
+    error naming the problem.
+
+    >>> import worldstore, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+    >>> worldstore.create(path, worldstore.presets.agentfarm(16, 16, 2)).close()
+    >>> with worldstore.open(path, storage={"agent": "memory"}) as world:
+    ...     world["AGENT_MEMORY"].storage
+    'memory'
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WorldNotFoundError(errno.ENOENT, "no such world file", path)
+    if os.path.isdir(path):
+        raise WorldFormatError(errno.EISDIR, "is a directory, not a world file", path)
+    try:
+        h5file = h5py.File(path, mode, libver=_schema.LIBVER)
+    except OSError as exc:
+        raise _open_error(path, exc) from exc
+    try:
+        spec = _schema.read_spec(h5file, path).with_storage(storage)
+        step, committed = _schema.read_clock(h5file, path)
+        return _attach(h5file, path, mode, spec, step, committed)
+    except BaseException:
+        h5file.close()
+        raise
+
+
+def _open_error(path: str, exc: OSError) -> OSError:
+    message = str(exc)
+    if os.path.getsize(path) == 0:
+        return WorldFormatError(f"{path} is empty, not a world file")
+    if not h5py.is_hdf5(path):
+        return WorldFormatError(f"{path} is not an HDF5 file, so not a world file")
+    if "lock" in message.lower() or "already open" in message.lower():
+        return WorldLockedError(f"{path} is held open by another process (HDF5 file lock): {message}")
+    if "truncated" in message.lower():
+        return WorldFormatError(f"{path} is truncated (shorter than HDF5 recorded): {message}")
+    return WorldFormatError(f"{path} cannot be opened as HDF5: {message}")
+
+
+def _attach(h5file: h5py.File, path: str, mode: str, spec: WorldSpec, step: int, committed: int) -> World:
+    writable = mode == "r+"
+    fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    storages: dict[str, LayerStorage] = {}
+    try:
+        file_size = os.fstat(fd).st_size
+        group = h5file[_schema.LAYERS_GROUP]
+        for layer in spec.layers:
+            dset = group[layer.name]
+            where = f"{path}: layer {layer.name!r}"
+            extent = _schema.layer_extent(dset, file_size, where)
+            if layer.storage == "mapped":
+                if extent is None:
+                    raise WorldFormatError(f"{where} is stored chunked or compressed (for example by h5repack) "
+                                           f"and cannot be mapped; open with storage={{{layer.name!r}: 'memory'}}")
+                storages[layer.name] = MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
+            else:
+                storages[layer.name] = MemoryStorage(dset, writable)
+    except BaseException:
+        for storage in storages.values():
+            storage.close()
+        os.close(fd)
+        raise
+    layers = {layer.name: Layer(layer, spec.shape_of(layer.name), storages[layer.name], writable)
+              for layer in spec.layers}
+    return World(h5file, fd, path, mode, spec, layers, storages, step, committed)
