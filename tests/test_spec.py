@@ -1,0 +1,67 @@
+"""World specifications: shapes, storage choices, presets, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import worldstore
+from worldstore import LayerSpec, SpecError, WorldSpec
+from worldstore.presets import AGENTFARM_CHANNELS, agentfarm, preset
+
+from conftest import every_class_spec
+
+
+def test_spec_round_trips_through_json():
+    spec = every_class_spec()
+    assert WorldSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_storage_choice_by_layer_wins_over_class():
+    spec = every_class_spec().with_storage({"agent": "memory", "MEMORY": "mapped", "resource": "memory"})
+    kinds = {layer.name: layer.storage for layer in spec.layers}
+    assert kinds["MEMORY"] == "mapped" and kinds["SEEN"] == "memory"
+    assert kinds["RES_F32"] == kinds["RES_I32"] == "memory"
+    assert kinds["OBSTACLES"] == "mapped"
+
+
+def test_storage_choice_rejects_unknown_keys_and_kinds():
+    with pytest.raises(SpecError, match="'NOPE'"):
+        every_class_spec().with_storage({"NOPE": "memory"})
+    with pytest.raises(SpecError, match="'disk'"):
+        every_class_spec().with_storage({"agent": "disk"})
+
+
+def test_pad_defaults_to_fill_and_values_are_normalised():
+    layer = LayerSpec("A", "resource", "float32", fill_value=2)
+    assert layer.pad_value == 2.0 and isinstance(layer.fill_value, float)
+    assert LayerSpec("B", "environment", "bool", 0, pad_value=1).pad_value is True
+
+
+def test_agentfarm_preset_has_every_class():
+    spec = agentfarm(100, 80, 10)
+    classes = {layer.grid_class for layer in spec.layers}
+    assert classes == set(worldstore.GRID_CLASSES)
+    assert spec.layer("OBSTACLES").pad_value is True
+    assert spec.shape_of("AGENT_MEMORY") == (10, 100, 80)
+    assert spec.shape_of("OBSERVATION") == (10, len(AGENTFARM_CHANNELS), 13, 13)
+    assert spec.layer("OBSERVATION").channels == AGENTFARM_CHANNELS
+    assert all(layer.storage == "mapped" for layer in spec.layers)
+    assert agentfarm(8, 8, 1, storage={"temporal": "memory"}).layer("TRAILS").storage == "memory"
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(SpecError, match="agentfarm"):
+        preset("sugarscape", 8, 8, 1)
+
+
+@pytest.mark.parametrize("text, expected", [("1024x768", (1024, 768)), (" 8X9 ", (8, 9))])
+def test_parse_size(text, expected):
+    assert worldstore.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1024", "0x5", "ax3", "-4x4", ""])
+def test_parse_size_rejects(text):
+    with pytest.raises(SpecError, match="size"):
+        worldstore.parse_size(text)
