@@ -20,12 +20,13 @@ from .errors import (DiskFullError, LayerDtypeError, LayerNotFoundError, LayerSh
                      WorldNotFoundError, WorldstoreError, WorldVersionError)
 from .layer import Layer
 from .spec import GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec, parse_size
+from .demo import run_demo
 from .summary import inspect
 from .world import World, create, open
 
 __all__ = [
     "__version__", "presets",
-    "create", "open", "inspect", "parse_size",
+    "create", "open", "inspect", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS",
     "WorldstoreError", "SpecError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",

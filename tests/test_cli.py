@@ -1,0 +1,232 @@
+"""The worldstore command: create, inspect, demo; output formats, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import worldstore
+from cli.main import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYER_KEYS = {"name", "class", "dtype", "shape", "storage", "bytes_on_disk", "fill_value", "pad_value"}
+
+
+try:
+    RUNNER = CliRunner(mix_stderr=False)  # click 8.1 mixes stderr into stdout unless told not to
+except TypeError:
+    RUNNER = CliRunner()  # click >= 8.2 always keeps result.stdout and result.stderr apart
+
+
+def cli(*args: str):
+    """Run the command in-process (stdin, stdout and stderr are not terminals)."""
+    return RUNNER.invoke(main, [str(arg) for arg in args], prog_name="worldstore")
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``python -m cli.main`` in a real subprocess: real exit codes, real pipes."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd)
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("worldstore: error: "), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, stderr)
+
+
+def layers_by_name(info: dict) -> dict[str, dict]:
+    return {layer["name"]: layer for layer in info["layers"]}
+
+
+def test_version_and_help():
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"worldstore {worldstore.__version__}"
+    result = cli("--help")
+    assert result.exit_code == 0
+    for command in ("create", "inspect", "demo"):
+        assert command in result.stdout
+
+
+def test_create_then_inspect_json(tmp_path):
+    path = tmp_path / "farm.h5"
+    result = cli("create", path, "--size", "24x40", "--agents", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1
+    assert str(path) in result.stdout and "24x40" in result.stdout and "3 agents" in result.stdout
+
+    result = cli("inspect", path, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["schema"] == "worldstore.inspect/1"
+    assert (info["height"], info["width"], info["agents"]) == (24, 40, 3)
+    assert info["step"] == info["committed_step"] == 0
+    assert info == worldstore.inspect(path)
+    layers = layers_by_name(info)
+    assert list(layers) == list(worldstore.presets.agentfarm(24, 40, 3).layer_names)
+    for layer in info["layers"]:
+        assert LAYER_KEYS <= set(layer), layer
+    assert layers["RESOURCES"]["shape"] == [24, 40]
+    assert layers["AGENT_MEMORY"]["shape"] == [3, 24, 40]
+    assert layers["AGENT_MEMORY"]["dtype"] == "float16"
+    assert layers["OBSTACLES"]["pad_value"] is True
+    assert layers["RESOURCES"]["bytes_on_disk"] == 24 * 40 * 4
+
+
+def test_create_json_prints_the_new_worlds_inspect(tmp_path):
+    path = tmp_path / "farm.h5"
+    result = cli("create", path, "--size", "8x8", "--agents", "2", "--obs-radius", "2", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info == worldstore.inspect(path)
+    assert layers_by_name(info)["OBSERVATION"]["shape"] == [2, 8, 5, 5]
+
+
+def test_storage_per_class_and_per_layer(tmp_path):
+    path = tmp_path / "farm.h5"
+    result = cli("create", path, "--size", "16x16", "--agents", "2", "--storage", "temporal=memory",
+                 "--storage", "TRAILS=mapped", "--storage", "agent=memory", "--storage", "RESOURCES=memory")
+    assert result.exit_code == 0, result.output
+    storage = {name: layer["storage"] for name, layer in layers_by_name(json.loads(
+        cli("inspect", path, "--json").stdout)).items()}
+    assert storage == {
+        "RESOURCES": "memory", "OBSTACLES": "mapped", "TERRAIN_COST": "mapped", "VISIBILITY": "mapped",
+        "DAMAGE_HEAT": "memory", "TRAILS": "mapped", "ALLY_SIGNAL": "memory", "AGENT_MEMORY": "memory",
+        "OBSERVATION": "mapped",
+    }
+
+
+def test_inspect_table(tmp_path):
+    path = tmp_path / "farm.h5"
+    assert cli("create", path, "--size", "16x12", "--agents", "2", "--storage", "agent=memory").exit_code == 0
+    result = cli("inspect", path)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert str(path) in text and "16x12" in text and "2 agents" in text and "committed 0" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    assert rows["AGENT_MEMORY"][1:5] == ["agent", "float16", "2x16x12", "memory"]
+    assert rows["OBSTACLES"][-2:] == ["False", "True"]
+    for name in worldstore.presets.agentfarm(16, 12, 2).layer_names:
+        assert name in rows
+
+
+@pytest.mark.parametrize("size", ["64", "64by64", "0x8", "-3x8", "axb"])
+def test_bad_size_is_a_usage_error(tmp_path, size):
+    path = tmp_path / "farm.h5"
+    result = cli("create", path, "--size", size, "--agents", "2")
+    assert result.exit_code == 2
+    assert "--size" in result.stderr
+    assert not path.exists()
+
+
+def test_unknown_preset_is_a_usage_error(tmp_path):
+    result = cli("create", tmp_path / "x.h5", "--preset", "moonbase", "--size", "8x8", "--agents", "2")
+    assert result.exit_code == 2
+    assert "moonbase" in result.stderr and "agentfarm" in result.stderr
+
+
+@pytest.mark.parametrize("choice, fragment", [("nonsense=memory", "'nonsense'"), ("agent=disk", "'disk'"),
+                                              ("RESOURCE=memory", "'RESOURCE'")])
+def test_unknown_storage_key_or_kind(tmp_path, choice, fragment):
+    path = tmp_path / "x.h5"
+    result = cli("create", path, "--size", "8x8", "--agents", "2", "--storage", choice)
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, fragment)
+    assert result.stdout == ""
+    assert not path.exists()
+
+
+def test_storage_without_equals_is_a_usage_error(tmp_path):
+    result = cli("create", tmp_path / "x.h5", "--size", "8x8", "--agents", "2", "--storage", "memory")
+    assert result.exit_code == 2
+    assert "KEY=KIND" in result.stderr
+
+
+def test_existing_file_needs_overwrite(tmp_path):
+    path = tmp_path / "farm.h5"
+    path.write_bytes(b"precious")
+    result = cli("create", path, "--size", "8x8", "--agents", "2")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, str(path), "--overwrite")
+    assert path.read_bytes() == b"precious"
+    result = cli("create", path, "--size", "8x8", "--agents", "2", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert worldstore.inspect(path)["height"] == 8
+
+
+def test_inspect_missing_and_foreign_files(tmp_path):
+    missing = tmp_path / "missing.h5"
+    result = cli("inspect", missing)
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, str(missing))
+    foreign = tmp_path / "notes.h5"
+    foreign.write_text("not a world\n")
+    result = cli("inspect", foreign, "--json")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, str(foreign), "not an HDF5 file")
+    assert result.stdout == ""
+
+
+def test_errors_in_a_real_process(tmp_path):
+    foreign = tmp_path / "notes.h5"
+    foreign.write_bytes(b"\x89HDF\r\n" + bytes(100))
+    for args in (("inspect", tmp_path / "missing.h5"), ("inspect", foreign),
+                 ("create", tmp_path / "x.h5", "--size", "8x8", "--agents", "2", "--storage", "agent=disk")):
+        proc = run_cli(*args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert_one_line_error(proc.stderr)
+        assert proc.stdout == ""
+    proc = run_cli("create", tmp_path / "x.h5", "--size", "8by8", "--agents", "2")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "Usage: worldstore create" in proc.stderr
+
+
+def test_demo_json_world_has_every_class_written(tmp_path):
+    path = tmp_path / "demo.h5"
+    result = cli("demo", path, "--size", "12x12", "--agents", "20", "--steps", "5", "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # not a terminal: no progress bar, not even its label
+    summary = json.loads(result.stdout)
+    assert summary["step"] == 5 and summary["agents"] == 20 and len(summary["positions"]) == 20
+    info = worldstore.inspect(path)
+    assert info["step"] == info["committed_step"] == 5
+    spec = worldstore.presets.agentfarm(12, 12, 20)
+    with worldstore.open(path) as world:
+        changed = {name for name, layer in world.layers.items()
+                   if not np.all(layer.numpy() == layer.fill_value)}
+    assert {spec.layer(name).grid_class for name in changed} == set(worldstore.GRID_CLASSES)
+    assert {"RESOURCES", "TRAILS", "DAMAGE_HEAT", "ALLY_SIGNAL", "AGENT_MEMORY", "OBSERVATION"} <= changed
+
+
+def test_demo_in_a_pipe_prints_only_the_summary(tmp_path):
+    proc = run_cli("demo", "demo.h5", "--size", "32x32", "--agents", "4", "--steps", "12", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("ran 12 steps of 4 agents on a 32x32 world")
+    assert f"worldstore inspect {tmp_path / 'demo.h5'}" in lines[-1]
+    assert worldstore.inspect(tmp_path / "demo.h5")["committed_step"] == 12
+
+
+def test_demo_refuses_an_existing_world(tmp_path):
+    path = tmp_path / "demo.h5"
+    assert cli("demo", path, "--size", "8x8", "--agents", "2", "--steps", "1").exit_code == 0
+    result = cli("demo", path, "--size", "8x8", "--agents", "2", "--steps", "1")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "--overwrite")
+    result = cli("demo", path, "--size", "8x8", "--agents", "2", "--steps", "3", "--overwrite", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["step"] == 3
