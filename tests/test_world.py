@@ -58,9 +58,10 @@ def test_round_trip_every_class_and_dtype(tmp_path, kind):
             np.testing.assert_array_equal(f["layers"][name][...], values, err_msg=name)
 
 
+@pytest.mark.parametrize("write_fill", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_new_world_holds_fill_values(tmp_path, kind):
-    with worldstore.create(tmp_path / "w.h5", every_class_spec(storage=kind)) as world:
+def test_new_world_holds_fill_values(tmp_path, kind, write_fill):
+    with worldstore.create(tmp_path / "w.h5", every_class_spec(storage=kind), write_fill=write_fill) as world:
         for layer in world.layers.values():
             assert (layer.numpy() == layer.fill_value).all(), layer.name
             assert layer.shape == world.spec.shape_of(layer.name)

