@@ -305,6 +305,8 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
         raise WorldNotFoundError(errno.ENOENT, "no such world file", path)
     if os.path.isdir(path):
         raise WorldFormatError(errno.EISDIR, "is a directory, not a world file", path)
+    if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
+        raise WorldFormatError(f"{path} is empty, not a world file")
     try:
         h5file = h5py.File(path, mode, libver=_schema.LIBVER)
     except OSError as exc:
@@ -320,14 +322,13 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
 
 def _open_error(path: str, exc: OSError) -> OSError:
     message = str(exc)
-    if os.path.getsize(path) == 0:
-        return WorldFormatError(f"{path} is empty, not a world file")
+    lowered = message.lower()
     if not h5py.is_hdf5(path):
         return WorldFormatError(f"{path} is not an HDF5 file, so not a world file")
-    if "lock" in message.lower() or "already open" in message.lower():
-        return WorldLockedError(f"{path} is held open by another process (HDF5 file lock): {message}")
-    if "truncated" in message.lower():
+    if "truncated file" in lowered:
         return WorldFormatError(f"{path} is truncated (shorter than HDF5 recorded): {message}")
+    if "unable to lock file" in lowered or "already open for write" in lowered:
+        return WorldLockedError(f"{path} is held open for writing by another process (HDF5 file lock): {message}")
     return WorldFormatError(f"{path} cannot be opened as HDF5: {message}")
 
 
