@@ -10,7 +10,7 @@ import worldstore
 
 from .options import format_bytes, json_option, path_argument
 
-_COLUMNS = ("name", "class", "dtype", "shape", "storage", "on disk", "fill", "pad")
+_COLUMNS = ("name", "class", "dtype", "shape", "storage", "on disk", "fill", "pad", "nnz (density)")
 
 
 @click.command(short_help="Describe a world file.")
@@ -35,7 +35,8 @@ def render(info: dict) -> str:
     ]
     rows = [_COLUMNS] + [
         (layer["name"], layer["class"], layer["dtype"], "x".join(map(str, layer["shape"])), layer["storage"],
-         format_bytes(layer["bytes_on_disk"]), str(layer["fill_value"]), str(layer["pad_value"]))
+         format_bytes(layer["bytes_on_disk"]), str(layer["fill_value"]), str(layer["pad_value"]),
+         f"{layer['nnz']} ({layer['density']:.2%})" if "nnz" in layer else "")
         for layer in info["layers"]
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]

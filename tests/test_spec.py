@@ -47,7 +47,9 @@ def test_agentfarm_preset_has_every_class():
     assert spec.shape_of("AGENT_MEMORY") == (10, 100, 80)
     assert spec.shape_of("OBSERVATION") == (10, len(AGENTFARM_CHANNELS), 13, 13)
     assert spec.layer("OBSERVATION").channels == AGENTFARM_CHANNELS
-    assert all(layer.storage == "mapped" for layer in spec.layers)
+    assert all(layer.storage == ("sparse" if layer.grid_class == "temporal" else "mapped")
+               for layer in spec.layers)
+    assert spec.layer("TRAILS").switch_density == worldstore.spec.DEFAULT_SWITCH_DENSITY
     assert agentfarm(8, 8, 1, storage={"temporal": "memory"}).layer("TRAILS").storage == "memory"
 
 

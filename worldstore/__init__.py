@@ -15,11 +15,12 @@
 
 from . import presets
 from ._version import __version__
-from .errors import (DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ReadOnlyWorldError,
+from .errors import (DepositError, DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ReadOnlyWorldError,
                      SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
                      WorldNotFoundError, WorldstoreError, WorldVersionError)
 from .layer import Layer
-from .spec import GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec, parse_size
+from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec,
+                   parse_size)
 from .demo import run_demo
 from .summary import inspect
 from .world import World, create, open
@@ -28,8 +29,8 @@ __all__ = [
     "__version__", "presets",
     "create", "open", "inspect", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
-    "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS",
-    "WorldstoreError", "SpecError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
+    "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY",
+    "WorldstoreError", "SpecError", "DepositError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
 ]

@@ -13,6 +13,14 @@ Layout (format version 1)::
     /layers/agent          dimension scale of agent and observation layers
     /layers/<OBS>_channel, <OBS>_dy, <OBS>_dx
                            dimension scales of an observation layer
+    /layers/<T>_coords, <T>_values, <T>_nnz
+                           a temporal layer T in sparse (COO) form: (nnz, 2)
+                           int32 (y, x) sorted row-major, (nnz,) values, and
+                           the shared ``nnz`` dimension scale; empty while T
+                           is dense. T's ``storage`` attribute says which form
+                           holds the data (the dense dataset is zero while
+                           sparse).
+    /layers/yx             dimension scale of the coords' second axis
 
 Every layer dataset is contiguous, uncompressed and allocated at creation, so
 its bytes sit at one offset in the file and can be memory-mapped. Attributes
@@ -55,6 +63,9 @@ A_DECAY = "decay"
 A_THRESHOLD = "threshold"
 A_CHANNELS = "channels"
 A_RADIUS = "radius"
+A_SWITCH = "switch_density"
+#: Rows per chunk of the COO datasets.
+COO_CHUNK = 16384
 
 
 def _scale(group: h5py.Group, name: str, values: np.ndarray, **attrs: Any) -> h5py.Dataset:
@@ -101,6 +112,25 @@ def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
             scales[dy] = _scale(group, dy, offsets, long_name="row offset from the agent", units="1")
             scales[dx] = _scale(group, dx, offsets.copy(), long_name="column offset from the agent", units="1")
 
+    temporal = [layer for layer in spec.layers if layer.grid_class == "temporal"]
+    if temporal:
+        scales["yx"] = _scale(group, "yx", np.arange(2, dtype=np.int32), long_name="coordinate axis",
+                              names=json.dumps(["y", "x"]))
+    for layer in temporal:
+        coords_name, values_name, nnz_name = spec.coo_names_of(layer.name)
+        nnz = group.create_dataset(nnz_name, shape=(0,), dtype=np.int32, maxshape=(None,),
+                                   chunks=(COO_CHUNK,))
+        nnz.make_scale(nnz_name)
+        coords = group.create_dataset(coords_name, shape=(0, 2), dtype=np.int32, maxshape=(None, 2),
+                                      chunks=(COO_CHUNK, 2))
+        values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),
+                                      chunks=(COO_CHUNK,))
+        coords.dims[0].attach_scale(nnz)
+        coords.dims[1].attach_scale(scales["yx"])
+        values.dims[0].attach_scale(nnz)
+        coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name} while it is sparse"
+        values.attrs["long_name"] = f"values of the non-zero cells of {layer.name} while it is sparse"
+
     for layer in spec.layers:
         dtype = layer.np_dtype
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -121,6 +151,8 @@ def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
         if layer.grid_class == "temporal":
             attrs[A_DECAY] = np.float64(layer.decay)
             attrs[A_THRESHOLD] = np.float64(layer.threshold)
+            if layer.switch_density is not None:
+                attrs[A_SWITCH] = np.float64(layer.switch_density)
         if layer.grid_class == "observation":
             attrs[A_CHANNELS] = json.dumps(list(layer.channels))
             attrs[A_RADIUS] = np.int64(layer.radius)
@@ -222,6 +254,8 @@ def _read_layer(dset: h5py.Dataset, where: str) -> LayerSpec:
     if fields["grid_class"] == "temporal":
         fields["decay"] = _number(attrs.get(A_DECAY), f"{where}: attribute {A_DECAY}")
         fields["threshold"] = _number(attrs.get(A_THRESHOLD), f"{where}: attribute {A_THRESHOLD}")
+        if A_SWITCH in attrs:
+            fields["switch_density"] = _number(attrs[A_SWITCH], f"{where}: attribute {A_SWITCH}")
     if fields["grid_class"] == "observation":
         raw = _text(attrs.get(A_CHANNELS), f"{where}: attribute {A_CHANNELS}")
         try:
@@ -275,3 +309,43 @@ def layer_extent(dset: h5py.Dataset, file_size: int, where: str) -> tuple[int, i
         raise WorldFormatError(f"{where}: data at bytes {offset}..{offset + nbytes} lies beyond the end of "
                                f"the file ({file_size} bytes); the file is truncated or corrupt")
     return offset, nbytes
+
+
+def write_storage_kind(group: h5py.Group, name: str, kind: str) -> None:
+    """Record which storage kind (so which form, dense or COO) holds layer ``name``."""
+    dset = group[name]
+    if dset.attrs.get(A_STORAGE) != kind:
+        dset.attrs[A_STORAGE] = kind
+
+
+def write_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarray, values: np.ndarray) -> None:
+    """Store the COO form of temporal layer ``name``: O(nnz) work and bytes."""
+    coords_name, values_name, nnz_name = spec.coo_names_of(name)
+    count = len(values)
+    for dset_name, shape in ((coords_name, (count, 2)), (values_name, (count,)), (nnz_name, (count,))):
+        if group[dset_name].shape != shape:
+            group[dset_name].resize(shape)
+    if count:
+        group[coords_name].write_direct(np.ascontiguousarray(coords, dtype=np.int32))
+        group[values_name].write_direct(np.ascontiguousarray(values))
+
+
+def read_coo(group: h5py.Group, spec: WorldSpec, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check the COO form of temporal layer ``name``: ``(coords, values)``."""
+    coords_name, values_name, _ = spec.coo_names_of(name)
+    for dset_name in (coords_name, values_name):
+        if not isinstance(group.get(dset_name), h5py.Dataset):
+            raise WorldFormatError(f"{where} is stored sparse, but dataset {dset_name!r} is missing")
+    coords_dset, values_dset = group[coords_name], group[values_name]
+    if coords_dset.ndim != 2 or coords_dset.shape[1:] != (2,) or values_dset.ndim != 1 \
+            or coords_dset.shape[0] != values_dset.shape[0]:
+        raise WorldFormatError(f"{where}: COO datasets disagree: coords {coords_dset.shape}, "
+                               f"values {values_dset.shape}")
+    if coords_dset.dtype.kind not in "iu" or values_dset.dtype != spec.layer(name).np_dtype:
+        raise WorldFormatError(f"{where}: COO datasets have dtypes {coords_dset.dtype} and {values_dset.dtype}")
+    coords = coords_dset[...].astype(np.int64, copy=False)
+    values = values_dset[...]
+    height, width = spec.height, spec.width
+    if len(coords) and ((coords < 0).any() or coords[:, 0].max() >= height or coords[:, 1].max() >= width):
+        raise WorldFormatError(f"{where}: COO coordinates lie outside the {height}x{width} world")
+    return coords, values

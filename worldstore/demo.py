@@ -146,10 +146,10 @@ def _step(world: World, positions: np.ndarray, rng: np.random.Generator) -> np.n
     np.minimum(resources, np.float32(RESOURCE_CAP), out=resources)
     resources[ys, xs] = 0
 
-    np.add.at(world["TRAILS"].numpy(), (ys, xs), np.float32(1.0))
+    world.deposit("TRAILS", ys, xs, 1.0)
     fighters = _near_another(positions, height, width)
-    np.add.at(world["DAMAGE_HEAT"].numpy(), (ys[fighters], xs[fighters]), np.float32(1.0))
-    _signal(world["ALLY_SIGNAL"].numpy(), positions, rng)
+    world.deposit("DAMAGE_HEAT", ys[fighters], xs[fighters], 1.0)
+    _signal(world, positions, rng)
 
     world.step()
 
@@ -176,15 +176,15 @@ def _near_another(positions: np.ndarray, height: int, width: int) -> np.ndarray:
     return around.sum(axis=(1, 2)) > 1
 
 
-def _signal(signal: np.ndarray, positions: np.ndarray, rng: np.random.Generator) -> None:
-    """Deposit 1.0 in the 3x3 block (inside the world) around a random quarter of the agents."""
-    height, width = signal.shape
+def _signal(world: World, positions: np.ndarray, rng: np.random.Generator) -> None:
+    """Deposit 1.0 in ALLY_SIGNAL's 3x3 block (inside the world) around a random quarter of the agents."""
+    height, width = world.shape
     senders = positions[rng.choice(len(positions), size=max(1, len(positions) // 4), replace=False)]
     offsets = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 2)
     cells = (senders[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
     inside = (cells[:, 0] >= 0) & (cells[:, 0] < height) & (cells[:, 1] >= 0) & (cells[:, 1] < width)
     cells = cells[inside]
-    np.add.at(signal, (cells[:, 0], cells[:, 1]), np.float32(1.0))
+    world.deposit("ALLY_SIGNAL", cells[:, 0], cells[:, 1], 1.0)
 
 
 def _remember(world: World, positions: np.ndarray, radius: int) -> None:

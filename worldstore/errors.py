@@ -34,6 +34,10 @@ class LayerDtypeError(WorldstoreError, TypeError):
     """Values written to a layer cannot be stored in its dtype without loss."""
 
 
+class DepositError(WorldstoreError, ValueError):
+    """A deposit with bad coordinates, values or mode, or into a non-temporal layer."""
+
+
 class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):
     """A write was attempted on a world opened read-only."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import LayerDtypeError, LayerShapeError, ReadOnlyWorldError, WorldClosedError
+from .errors import DepositError, LayerDtypeError, LayerShapeError, ReadOnlyWorldError, WorldClosedError
 from .spec import LayerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,8 +125,21 @@ class Layer:
 
     @property
     def storage(self) -> str:
-        """The storage kind in use: ``"mapped"`` or ``"memory"``."""
+        """The storage kind in use: ``"mapped"``, ``"memory"`` or ``"sparse"``."""
         return self._live().kind
+
+    @property
+    def nnz(self) -> int:
+        """Number of non-zero cells (O(1) for sparse layers, a scan for dense ones)."""
+        storage = self._live()
+        if storage.kind == "sparse":
+            return storage.nnz  # type: ignore[attr-defined]
+        return int(np.count_nonzero(storage.array))
+
+    @property
+    def density(self) -> float:
+        """Fraction of cells that are non-zero."""
+        return self.nnz / max(1, int(np.prod(self._shape, dtype=np.int64)))
 
     @property
     def fill_value(self):
@@ -149,7 +162,10 @@ class Layer:
         return self._storage
 
     def numpy(self) -> np.ndarray:
-        """The live ``ndarray`` (zero-copy; read-only in a read-only world)."""
+        """The live ``ndarray`` (zero-copy; read-only in a read-only world).
+
+        A sparse layer has no dense array: this builds a read-only dense copy.
+        """
         return self._live().array
 
     def tensor(self) -> "torch.Tensor":
@@ -161,8 +177,43 @@ class Layer:
         import torch  # imported here: `import worldstore` must not pay for torch
 
         storage = self._live()
-        array = storage.array if self._writable else storage.private_array()
+        array = storage.array if self._writable and storage.kind != "sparse" else storage.private_array()
         return torch.from_numpy(array)
+
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords, values)`` of the non-zero cells: ``(nnz, ndim)`` int64 and ``(nnz,)``, row-major order."""
+        storage = self._live()
+        if storage.kind == "sparse":
+            return storage.coords(), storage.values.copy()  # type: ignore[attr-defined]
+        array = storage.array
+        coords = np.argwhere(array)
+        return coords, array[tuple(coords.T)]
+
+    def sparse_tensor(self) -> "torch.Tensor":
+        """The layer as a coalesced ``torch.sparse_coo_tensor`` (O(nnz) for sparse layers).
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.WorldSpec(4, 4, 0, [worldstore.LayerSpec("HEAT", "temporal", storage="sparse")])
+        >>> with worldstore.create(path, spec) as world:
+        ...     world.deposit("HEAT", [0, 3], [1, 2], 1.0)
+        ...     world["HEAT"].sparse_tensor().to_dense()[3, 2].item()
+        1.0
+        """
+        import torch
+
+        coords, values = self.coo()
+        return torch.sparse_coo_tensor(torch.from_numpy(coords.T.copy()), torch.from_numpy(values),
+                                       self._shape, is_coalesced=True, check_invariants=False)
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        """A dense copy of ``[rows, cols]`` of a 2-D layer; a sparse layer touches only that window's cells."""
+        storage = self._live()
+        if self.ndim != 2:
+            raise LayerShapeError(f"layer {self.name!r}: window() reads 2-D layers; this one has shape {self._shape}")
+        if storage.kind == "sparse":
+            return storage.window(rows, cols)  # type: ignore[attr-defined]
+        return storage.array[rows, cols].copy()
 
     def __array__(self, dtype=None, copy=None):
         array = self.numpy()
@@ -179,9 +230,12 @@ class Layer:
 
     def __setitem__(self, index: Any, values: Any) -> None:
         """Checked write: values of the selection's shape (or a scalar) and a fitting dtype."""
-        array = self.numpy()
         if not self._writable:
             raise ReadOnlyWorldError(f"layer {self.name!r} is read-only: open the world with mode='r+' to write")
+        if self._live().kind == "sparse":
+            raise DepositError(f"layer {self.name!r} is sparse: change it with world.deposit(..., mode='set'), "
+                               f"or make it dense first with world.set_storage({self.name!r}, 'mapped')")
+        array = self.numpy()
         # The selection's shape, from a zero-stride stand-in: touches no layer data.
         selection = np.broadcast_to(np.zeros((), dtype=array.dtype), self._shape)[index]
         array[index] = check_values(self.name, values, np.shape(selection), array.dtype)

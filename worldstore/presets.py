@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import SpecError
-from .spec import LayerSpec, WorldSpec
+from .spec import DEFAULT_SWITCH_DENSITY, LayerSpec, WorldSpec
 
 #: Channels the agentfarm observation gathers, in order.
 AGENTFARM_CHANNELS = (
@@ -19,9 +19,16 @@ AGENTFARM_CHANNELS = (
 )
 
 
+#: Signal channels are mostly empty: start sparse, turn dense if they fill up.
+_SIGNAL_STORAGE = {"storage": "sparse", "switch_density": DEFAULT_SWITCH_DENSITY}
+
+
 def agentfarm(height: int, width: int, agents: int, *, obs_radius: int = 6,
               storage: Mapping[str, str] | None = None) -> WorldSpec:
     """The AgentFarm-style world: every grid class, sensible fills and pads.
+
+    The temporal channels start sparse and switch to dense storage (mapped)
+    when their density passes ``DEFAULT_SWITCH_DENSITY``.
 
     ``storage`` chooses kinds per class or layer, as in
     :meth:`WorldSpec.with_storage`.
@@ -40,12 +47,14 @@ def agentfarm(height: int, width: int, agents: int, *, obs_radius: int = 6,
         LayerSpec("VISIBILITY", "environment", "bool", True, pad_value=False, long_name="visibility",
                   description="True where a cell can be seen; agents remember only visible cells."),
         LayerSpec("DAMAGE_HEAT", "temporal", "float32", 0.0, long_name="damage heat", units="1",
-                  description="Recent combat damage; decays each step.", decay=0.9, threshold=0.01),
+                  description="Recent combat damage; decays each step.", decay=0.9, threshold=0.01,
+                  **_SIGNAL_STORAGE),
         LayerSpec("TRAILS", "temporal", "float32", 0.0, long_name="movement trails", units="1",
-                  description="Where agents walked recently; decays each step.", decay=0.95, threshold=0.01),
+                  description="Where agents walked recently; decays each step.", decay=0.95, threshold=0.01,
+                  **_SIGNAL_STORAGE),
         LayerSpec("ALLY_SIGNAL", "temporal", "float32", 0.0, long_name="ally signal", units="1",
                   description="Signals agents broadcast to allies; decays each step.", decay=0.8,
-                  threshold=0.01),
+                  threshold=0.01, **_SIGNAL_STORAGE),
         LayerSpec("AGENT_MEMORY", "agent", "float16", 0.0, long_name="remembered resources", units="1",
                   description="Each agent's own map of the resources it has seen."),
         LayerSpec("OBSERVATION", "observation", "float32", 0.0, long_name="observation windows",

@@ -21,15 +21,19 @@ Scalar = Union[bool, int, float]
 
 #: The five grid classes, in the order a world lists them.
 GRID_CLASSES = ("resource", "environment", "temporal", "agent", "observation")
-#: Storage kinds a dense layer can use.
-STORAGE_KINDS = ("mapped", "memory")
+#: Storage kinds: ``mapped`` and ``memory`` are dense; ``sparse`` (COO) is for temporal layers.
+STORAGE_KINDS = ("mapped", "memory", "sparse")
+#: Dense storage kinds.
+DENSE_KINDS = ("mapped", "memory")
+#: A reasonable ``switch_density`` for temporal layers (see benchmarks/temporal.py).
+DEFAULT_SWITCH_DENSITY = 0.05
 #: Dtypes a layer may have (native byte order; bool is stored as HDF5's enum).
 LAYER_DTYPES = (
     "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
     "float16", "float32", "float64",
 )
 #: Names that the file format uses for dimension scales beside the layers.
-RESERVED_NAMES = frozenset({"y", "x", "agent"})
+RESERVED_NAMES = frozenset({"y", "x", "agent", "yx"})
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _DEFAULT_DECAY = 0.9
@@ -89,6 +93,9 @@ class LayerSpec:
     decay: float | None = None
     #: temporal layers: cells with ``|v| < threshold`` become 0 after decay
     threshold: float | None = None
+    #: temporal layers: switch automatically between dense and sparse storage:
+    #: to sparse when density <= switch_density / 2, to dense when > switch_density
+    switch_density: float | None = None
     #: observation layers: the layer names gathered, in order
     channels: tuple[str, ...] = ()
     #: observation layers: window radius R (window side 2R+1)
@@ -136,11 +143,23 @@ class LayerSpec:
             if np.dtype(self.dtype).kind != "f":
                 raise SpecError(f"layer {self.name!r}: a temporal layer decays, so its dtype must be a float, "
                                 f"not {self.dtype}")
+            if self.fill_value != 0:
+                raise SpecError(f"layer {self.name!r}: a temporal layer decays towards 0, so its fill_value "
+                                f"must be 0, not {self.fill_value!r}")
             set_(self, "decay", float(decay))
             set_(self, "threshold", float(threshold))
-        elif self.decay is not None or self.threshold is not None:
-            raise SpecError(f"layer {self.name!r}: decay and threshold apply to temporal layers only, "
-                            f"not to {self.grid_class} layers")
+            switch = self.switch_density
+            if switch is not None:
+                if (isinstance(switch, bool) or not isinstance(switch, (int, float))
+                        or not 0 < switch <= 1):
+                    raise SpecError(f"layer {self.name!r}: switch_density must be in (0, 1], got {switch!r}")
+                set_(self, "switch_density", float(switch))
+        elif self.decay is not None or self.threshold is not None or self.switch_density is not None:
+            raise SpecError(f"layer {self.name!r}: decay, threshold and switch_density apply to temporal "
+                            f"layers only, not to {self.grid_class} layers")
+        if self.storage == "sparse" and self.grid_class != "temporal":
+            raise SpecError(f"layer {self.name!r}: sparse storage is for temporal layers only, "
+                            f"not for {self.grid_class} layers")
         if self.grid_class == "observation":
             if isinstance(self.channels, str) or not isinstance(self.channels, Sequence) or not self.channels:
                 raise SpecError(f"layer {self.name!r}: an observation layer needs a non-empty list of channels")
@@ -220,6 +239,7 @@ class WorldSpec:
             raise SpecError(f"duplicate layer names: {', '.join(dupes)}")
         by_name = {layer.name: layer for layer in layers}
         dim_names = {dim for layer in layers for dim in self.dims_of(layer.name)}
+        dim_names |= {aux for layer in layers for aux in self.coo_names_of(layer.name)}
         clashes = sorted(dim_names & set(names))
         if clashes:
             raise SpecError(f"layer names {clashes} clash with dimension names of the file; rename them")
@@ -269,6 +289,12 @@ class WorldSpec:
         if layer.grid_class == "observation":
             return ("agent", f"{name}_channel", f"{name}_dy", f"{name}_dx")
         return ("y", "x")
+
+    def coo_names_of(self, name: str) -> tuple[str, ...]:
+        """Datasets that hold temporal layer ``name`` when it is sparse: coords, values, nnz scale."""
+        if self.layer(name).grid_class != "temporal":
+            return ()
+        return (f"{name}_coords", f"{name}_values", f"{name}_nnz")
 
     def nbytes_of(self, name: str) -> int:
         """Bytes the dense array of layer ``name`` takes."""

@@ -45,6 +45,12 @@ def describe(world: "World") -> dict[str, Any]:
         if spec.grid_class == "temporal":
             entry["decay"] = spec.decay
             entry["threshold"] = spec.threshold
+            entry["switch_density"] = spec.switch_density
+            entry["nnz"] = layer.nnz
+            entry["density"] = layer.nnz / (world.height * world.width)
+            if layer.storage == "sparse":
+                entry["bytes_on_disk"] = sum(int(group[aux].id.get_storage_size())
+                                             for aux in world.spec.coo_names_of(name)[:2])
         if spec.grid_class == "observation":
             entry["channels"] = list(spec.channels)
             entry["radius"] = spec.radius

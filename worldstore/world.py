@@ -10,12 +10,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _schema
-from .errors import (DiskFullError, ReadOnlyWorldError, WorldClosedError, WorldExistsError, WorldFormatError,
-                     WorldLockedError, WorldNotFoundError)
+from . import _schema, temporal
+from .errors import (DepositError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
+                     WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError)
 from .layer import Layer
-from .spec import WorldSpec
-from .storage import LayerStorage, MappedStorage, MemoryStorage
+from .spec import DENSE_KINDS, STORAGE_KINDS, WorldSpec
+from .storage import LayerStorage, MappedStorage, MemoryStorage, SparseStorage
 
 _MODES = ("r", "r+")
 
@@ -48,6 +48,9 @@ class World:
         self._storages = storages
         self._step = step
         self._committed = committed
+        # The dense kind a temporal layer returns to when it leaves sparse storage.
+        self._dense_kind = {layer.name: layer.storage if layer.storage in DENSE_KINDS else "mapped"
+                            for layer in spec.layers}
 
     # -- what it is -------------------------------------------------------
     @property
@@ -132,20 +135,107 @@ class World:
         return describe(self)
 
     # -- time -------------------------------------------------------------
+    def deposit(self, layer: str, ys: Any, xs: Any, values: Any, mode: str = "add") -> None:
+        """Deposit ``values`` at cells ``(ys[i], xs[i])`` of temporal layer ``layer``.
+
+        ``mode``: ``"add"`` (repeated cells accumulate), ``"max"`` (the largest
+        wins, against the cell's value too) or ``"set"`` (the last one wins).
+        Inputs are numpy arrays, torch tensors or sequences; ``values`` may be
+        a scalar. Everything is checked first: coordinates outside the world,
+        mismatched lengths, non-finite values, an unknown mode or a
+        non-temporal layer raise :class:`DepositError` and change nothing.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.WorldSpec(8, 8, 0, [worldstore.LayerSpec("HEAT", "temporal", decay=0.5)])
+        >>> with worldstore.create(path, spec) as world:
+        ...     world.deposit("HEAT", [1, 1, 2], [3, 3, 4], [1.0, 2.0, 0.5])
+        ...     float(world["HEAT"][1, 3]), world.step(), float(world["HEAT"][1, 3])
+        (3.0, 1, 1.5)
+        """
+        self._check_writable()
+        target = self[layer]
+        if target.grid_class != "temporal":
+            raise DepositError(f"deposits go into temporal layers; {layer!r} is a {target.grid_class} layer")
+        cells, amounts = temporal.check_deposit(layer, self.shape, target.dtype, ys, xs, values, mode)
+        cells, amounts = temporal.combine(cells, amounts, mode)
+        storage = self._storages[layer]
+        if isinstance(storage, SparseStorage):
+            storage.deposit(cells, amounts, mode)
+        else:
+            temporal.apply_dense(storage.array, cells, amounts, mode)
+
     def step(self) -> int:
         """Advance one step: every temporal layer decays, the step counter grows.
 
         Each temporal layer is multiplied by its ``decay`` and cells whose
-        magnitude falls below its ``threshold`` become 0. Returns the new step.
+        magnitude falls below its ``threshold`` become 0 (sparse layers drop
+        them). A layer with a ``switch_density`` then changes form if its
+        density crossed it: to sparse at or below half of it, to dense above
+        it. Returns the new step.
         """
         self._check_writable()
-        for layer in self._layers.values():
-            if layer.grid_class == "temporal":
-                values = layer.numpy()
-                np.multiply(values, layer.spec.decay, out=values)
-                values[np.abs(values) < layer.spec.threshold] = 0
+        cells = self.height * self.width
+        for name, layer in self._layers.items():
+            spec = layer.spec
+            if spec.grid_class != "temporal":
+                continue
+            storage = self._storages[name]
+            if isinstance(storage, SparseStorage):
+                nnz = storage.decay(spec.decay, spec.threshold)
+            else:
+                nnz = temporal.decay_dense(storage.array, spec.decay, spec.threshold)
+            if spec.switch_density is not None:
+                density = nnz / cells
+                if storage.kind == "sparse" and density > spec.switch_density:
+                    self.set_storage(name, self._dense_kind[name])
+                elif storage.kind != "sparse" and density <= spec.switch_density / 2:
+                    self.set_storage(name, "sparse")
         self._step += 1
         return self._step
+
+    def set_storage(self, layer: str, kind: str) -> None:
+        """Move layer ``layer`` to storage ``kind`` (``mapped``, ``memory`` or, for temporal layers, ``sparse``).
+
+        Values are kept exactly. While a layer is sparse its dense dataset in
+        the file holds zeros and its COO datasets hold the cells.
+        """
+        self._check_writable()
+        target = self[layer]
+        if kind not in STORAGE_KINDS:
+            raise SpecError(f"unknown storage kind {kind!r}; expected one of {', '.join(STORAGE_KINDS)}")
+        if kind == "sparse" and target.grid_class != "temporal":
+            raise SpecError(f"sparse storage is for temporal layers only; {layer!r} is a {target.grid_class} layer")
+        current = self._storages[layer]
+        if kind == current.kind:
+            return
+        group = self._file[_schema.LAYERS_GROUP]
+        if kind == "sparse":
+            replacement: LayerStorage = SparseStorage.from_dense(group, self._spec, layer, current.array, True)
+            self._dense_kind[layer] = current.kind
+            current.array.fill(0)  # the dense dataset reads as zeros while the COO form holds the data
+            current.flush()
+        else:
+            current.flush()  # a memory layer's values reach the dataset before it is re-read or mapped
+            replacement = self._dense_storage(layer, kind)
+            if isinstance(current, SparseStorage):
+                dense = replacement.array
+                dense.fill(0)
+                dense.reshape(-1)[current.cells] = current.values
+        current.close()
+        self._storages[layer] = replacement
+        target._storage = replacement
+        self._spec = self._spec.with_storage({layer: kind})
+
+    def _dense_storage(self, name: str, kind: str) -> LayerStorage:
+        dset = self._file[_schema.LAYERS_GROUP][name]
+        if kind == "memory":
+            return MemoryStorage(dset, self.writable)
+        extent = _schema.layer_extent(dset, os.fstat(self._fd).st_size, f"{self._path}: layer {name!r}")
+        if extent is None:
+            raise WorldFormatError(f"{self._path}: layer {name!r} is stored chunked or compressed and cannot be "
+                                   "mapped; use memory storage for it")
+        return MappedStorage(self._fd, extent[0], dset.shape, dset.dtype, self.writable)
 
     # -- persistence --------------------------------------------------------
     def flush(self) -> None:
@@ -153,8 +243,14 @@ class World:
         self._check_open()
         if not self.writable:
             return
-        for storage in self._storages.values():
+        group = self._file[_schema.LAYERS_GROUP]
+        for name, storage in self._storages.items():
             storage.flush()
+            if self._layers[name].grid_class == "temporal":
+                if storage.kind != "sparse" and group[self._spec.coo_names_of(name)[1]].shape[0]:
+                    _schema.write_coo(group, self._spec, name, np.empty((0, 2), np.int32),
+                                      np.empty(0, self._layers[name].dtype))
+                _schema.write_storage_kind(group, name, storage.kind)
         _schema.write_clock(self._file, self._step, self._step)
         self._file.flush()
         self._committed = self._step
@@ -312,9 +408,10 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
-        spec = _schema.read_spec(h5file, path).with_storage(storage)
+        stored = _schema.read_spec(h5file, path)
+        spec = stored.with_storage(storage)
         step, committed = _schema.read_clock(h5file, path)
-        return _attach(h5file, path, mode, spec, step, committed)
+        return _attach(h5file, path, mode, stored, spec, step, committed)
     except BaseException:
         h5file.close()
         raise
@@ -332,7 +429,9 @@ def _open_error(path: str, exc: OSError) -> OSError:
     return WorldFormatError(f"{path} cannot be opened as HDF5: {message}")
 
 
-def _attach(h5file: h5py.File, path: str, mode: str, spec: WorldSpec, step: int, committed: int) -> World:
+def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: WorldSpec, step: int,
+            committed: int) -> World:
+    """Build each layer's storage; ``stored`` says which form (dense or COO) the file holds."""
     writable = mode == "r+"
     fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     storages: dict[str, LayerStorage] = {}
@@ -343,13 +442,29 @@ def _attach(h5file: h5py.File, path: str, mode: str, spec: WorldSpec, step: int,
             dset = group[layer.name]
             where = f"{path}: layer {layer.name!r}"
             extent = _schema.layer_extent(dset, file_size, where)
-            if layer.storage == "mapped":
+            in_file_sparse = stored.layer(layer.name).storage == "sparse"
+            coo = _schema.read_coo(group, spec, layer.name, where) if in_file_sparse else None
+            if layer.storage == "sparse":
+                if coo is not None:
+                    storages[layer.name] = SparseStorage.from_coo(group, spec, layer.name, *coo, writable)
+                else:
+                    storages[layer.name] = SparseStorage.from_dense(group, spec, layer.name, dset[...], writable)
+                continue
+            kind = layer.storage
+            if coo is not None and not writable:
+                kind = "memory"  # a read-only mapping cannot receive the COO cells
+            if kind == "mapped":
                 if extent is None:
                     raise WorldFormatError(f"{where} is stored chunked or compressed (for example by h5repack) "
                                            f"and cannot be mapped; open with storage={{{layer.name!r}: 'memory'}}")
-                storages[layer.name] = MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
+                storage: LayerStorage = MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
             else:
-                storages[layer.name] = MemoryStorage(dset, writable)
+                storage = MemoryStorage(dset, writable)
+            if coo is not None:
+                dense = storage.private_array()
+                dense.fill(0)
+                dense.reshape(-1)[coo[0][:, 0] * spec.width + coo[0][:, 1]] = coo[1]
+            storages[layer.name] = storage
     except BaseException:
         for storage in storages.values():
             storage.close()

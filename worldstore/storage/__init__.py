@@ -14,6 +14,7 @@ import numpy as np
 
 from .mapped import MappedStorage
 from .memory import MemoryStorage
+from .sparse import SparseStorage
 
 
 class LayerStorage(Protocol):
@@ -35,4 +36,4 @@ class LayerStorage(Protocol):
         """Release the storage; arrays handed out stay valid (they keep it alive)."""
 
 
-__all__ = ["LayerStorage", "MappedStorage", "MemoryStorage"]
+__all__ = ["LayerStorage", "MappedStorage", "MemoryStorage", "SparseStorage"]

@@ -1,0 +1,126 @@
+"""Temporal channels: deposits and decay, the same values in dense and sparse form.
+
+Cells are addressed by their row-major linear index ``y * W + x``. A deposit
+is first checked (nothing changes on bad input), then its repeated cells are
+combined (:func:`combine`), so dense and sparse storage apply exactly the same
+per-cell update and give bit-identical values:
+
+- ``add``: the cell gains the sum of its deposits;
+- ``max``: the cell becomes the max of itself and its deposits;
+- ``set``: the cell takes the last of its deposits.
+
+Decay (``step``): ``v <- v * decay``, then cells with ``|v| < threshold``
+become 0. Both use the layer's own float dtype for the arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DepositError
+
+MODES = ("add", "max", "set")
+#: Elements per block of the dense decay: small enough to stay in L2, so the
+#: multiply, the threshold test and the zeroing cost one pass over memory.
+_DECAY_BLOCK = 1 << 16
+
+
+def _as_array(values: Any) -> np.ndarray:
+    if type(values).__module__.startswith("torch") and hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def check_deposit(name: str, shape: tuple[int, int], dtype: np.dtype, ys: Any, xs: Any, values: Any,
+                  mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a deposit; return ``(linear indices int64, values in the layer dtype)``."""
+    if mode not in MODES:
+        raise DepositError(f"deposit into {name!r}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    ys, xs, values = _as_array(ys), _as_array(xs), _as_array(values)
+    for label, coords in (("ys", ys), ("xs", xs)):
+        if coords.ndim != 1:
+            raise DepositError(f"deposit into {name!r}: {label} must be 1-D, got shape {coords.shape}")
+        if coords.dtype.kind not in "iu" and not (coords.size == 0 and coords.dtype.kind == "f"):
+            raise DepositError(f"deposit into {name!r}: {label} must be integers, got dtype {coords.dtype}")
+    if len(ys) != len(xs):
+        raise DepositError(f"deposit into {name!r}: ys and xs differ in length ({len(ys)} and {len(xs)})")
+    if values.ndim == 0:
+        values = np.broadcast_to(values, ys.shape)
+    elif values.shape != ys.shape:
+        raise DepositError(f"deposit into {name!r}: values of shape {values.shape} do not match "
+                           f"{len(ys)} coordinates")
+    if values.dtype.kind not in "biuf":
+        raise DepositError(f"deposit into {name!r}: values must be numbers, got dtype {values.dtype}")
+    height, width = shape
+    ys = ys.astype(np.int64, copy=False)
+    xs = xs.astype(np.int64, copy=False)
+    if len(ys):
+        bad = (ys < 0) | (ys >= height) | (xs < 0) | (xs >= width)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DepositError(f"deposit into {name!r}: {int(bad.sum())} coordinates lie outside the "
+                               f"{height}x{width} world, the first (y={int(ys[first])}, x={int(xs[first])}) "
+                               f"at position {first}; nothing was deposited")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = values.astype(dtype)
+    finite = np.isfinite(converted)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise DepositError(f"deposit into {name!r}: value {values[first]!r} at position {first} is not a "
+                           f"finite {dtype.name}; nothing was deposited")
+    return ys * width + xs, converted
+
+
+def combine(cells: np.ndarray, values: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique cells and one value each: the sum, the max, or the last given."""
+    if len(cells) == 0:
+        return cells, values
+    order = np.argsort(cells, kind="stable")  # stable: "last given" stays last within a cell
+    cells, values = cells[order], values[order]
+    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    if len(starts) == len(cells):
+        return cells, values
+    if mode == "add":
+        combined = np.add.reduceat(values, starts)
+    elif mode == "max":
+        combined = np.maximum.reduceat(values, starts)
+    else:
+        ends = np.r_[starts[1:], len(cells)] - 1
+        combined = values[ends]
+    return cells[starts], combined.astype(values.dtype, copy=False)
+
+
+def apply_dense(array: np.ndarray, cells: np.ndarray, values: np.ndarray, mode: str) -> None:
+    """Apply combined deposits (unique cells) to a dense C-contiguous layer."""
+    flat = array.reshape(-1)  # a view: layers are C-contiguous
+    if mode == "add":
+        flat[cells] += values
+    elif mode == "max":
+        flat[cells] = np.maximum(flat[cells], values)
+    else:
+        flat[cells] = values
+
+
+def decay_dense(array: np.ndarray, decay: float, threshold: float) -> int:
+    """Decay a dense layer in place, block by block; return its number of non-zero cells."""
+    flat = array.reshape(-1)
+    factor = array.dtype.type(decay)
+    block = min(_DECAY_BLOCK, flat.size)
+    magnitude = np.empty(block, dtype=array.dtype)
+    small = np.empty(block, dtype=bool)
+    nonzero = 0
+    for start in range(0, flat.size, block):
+        chunk = flat[start:start + block]
+        n = len(chunk)
+        if factor != 1:
+            np.multiply(chunk, factor, out=chunk)
+        np.abs(chunk, out=magnitude[:n])
+        if threshold > 0:
+            np.less(magnitude[:n], threshold, out=small[:n])
+            np.copyto(chunk, 0, where=small[:n])
+            nonzero += n - int(np.count_nonzero(small[:n]))
+        else:
+            nonzero += int(np.count_nonzero(chunk))
+    return nonzero
