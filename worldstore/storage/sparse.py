@@ -109,8 +109,24 @@ class SparseStorage:
             fresh = values[new]
             if mode == "max":  # an absent cell holds 0
                 fresh = np.maximum(fresh, self._dtype.type(0))
-            self.cells = np.insert(self.cells, at[new], cells[new])
-            self.values = np.insert(self.values, at[new], fresh)
+            self._insert(at[new], cells[new], fresh)
+
+    def _insert(self, at: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
+        """Insert sorted ``cells`` before positions ``at``: one merge pass for both arrays.
+
+        (``np.insert`` on each array would build the same placement twice.)
+        """
+        count = len(self.cells) + len(cells)
+        placed = at + np.arange(len(cells))  # where the new cells land in the merged arrays
+        old = np.ones(count, dtype=bool)
+        old[placed] = False
+        merged_cells = np.empty(count, dtype=np.int64)
+        merged_values = np.empty(count, dtype=self._dtype)
+        merged_cells[placed] = cells
+        merged_cells[old] = self.cells
+        merged_values[placed] = values
+        merged_values[old] = self.values
+        self.cells, self.values = merged_cells, merged_values
 
     def decay(self, decay: float, threshold: float) -> int:
         """``v <- v * decay``; drop cells with ``|v| < threshold`` (and zeros). Returns nnz."""
