@@ -18,7 +18,14 @@ from ..spec import WorldSpec
 
 
 class SparseStorage:
-    """A temporal layer held as sorted (cell, value) pairs, persisted as COO datasets."""
+    """A temporal layer held as sorted (cell, value) pairs, persisted as COO datasets.
+
+    New cells first go to a small sorted *delta* beside the main arrays and
+    are merged into them only when the delta outgrows ``_delta_limit``: a
+    merge copies every entry, so doing it once per many deposits instead of
+    once per deposit is what keeps a step's cost near the deposit's own size.
+    Main and delta never share a cell; every value is in exactly one of them.
+    """
 
     kind = "sparse"
 
@@ -30,8 +37,10 @@ class SparseStorage:
         self._shape = (spec.height, spec.width)
         self._dtype = spec.layer(name).np_dtype
         order = np.argsort(cells, kind="stable")
-        self.cells = np.asarray(cells, dtype=np.int64)[order]
-        self.values = np.asarray(values, dtype=self._dtype)[order]
+        self._cells = np.asarray(cells, dtype=np.int64)[order]
+        self._values = np.asarray(values, dtype=self._dtype)[order]
+        self._delta_cells = np.empty(0, dtype=np.int64)
+        self._delta_values = np.empty(0, dtype=self._dtype)
         self._writable = writable
 
     @classmethod
@@ -48,8 +57,20 @@ class SparseStorage:
 
     # -- reading ----------------------------------------------------------
     @property
+    def cells(self) -> np.ndarray:
+        """Sorted row-major linear indices of the non-zero cells."""
+        self._settle()
+        return self._cells
+
+    @property
+    def values(self) -> np.ndarray:
+        """Values of the non-zero cells, in the order of :attr:`cells`."""
+        self._settle()
+        return self._values
+
+    @property
     def nnz(self) -> int:
-        return len(self.cells)
+        return len(self._cells) + len(self._delta_cells)
 
     @property
     def array(self) -> np.ndarray:
@@ -60,7 +81,9 @@ class SparseStorage:
 
     def private_array(self) -> np.ndarray:
         dense = np.zeros(self._shape, dtype=self._dtype)
-        dense.reshape(-1)[self.cells] = self.values
+        flat = dense.reshape(-1)
+        flat[self._cells] = self._values
+        flat[self._delta_cells] = self._delta_values
         return dense
 
     def coords(self) -> np.ndarray:
@@ -76,17 +99,19 @@ class SparseStorage:
         r0, r1, _ = rows.indices(height)
         c0, c1, _ = cols.indices(width)
         out = np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=self._dtype)
-        if out.size == 0 or not self.nnz:
+        if out.size == 0:
             return out
         row_starts = np.arange(r0, r1, dtype=np.int64) * width
-        lo = np.searchsorted(self.cells, row_starts + c0)
-        hi = np.searchsorted(self.cells, row_starts + c1)
-        counts = hi - lo
-        if counts.sum() == 0:
-            return out
-        picks = np.repeat(lo - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
-        cells = self.cells[picks]
-        out[cells // width - r0, cells % width - c0] = self.values[picks]
+        for cells, values in ((self._cells, self._values), (self._delta_cells, self._delta_values)):
+            lo = np.searchsorted(cells, row_starts + c0)
+            hi = np.searchsorted(cells, row_starts + c1)
+            counts = hi - lo
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            picks = np.repeat(lo - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(total)
+            inside = cells[picks]
+            out[inside // width - r0, inside % width - c0] = values[picks]
         return out
 
     # -- changing ---------------------------------------------------------
@@ -94,50 +119,36 @@ class SparseStorage:
         """Apply combined deposits (sorted unique cells) as the dense layer would."""
         if not len(cells):
             return
-        at = np.searchsorted(self.cells, cells)
-        found = at < len(self.cells)
-        found[found] = self.cells[at[found]] == cells[found]
-        hit = at[found]
-        if mode == "add":
-            self.values[hit] += values[found]
-        elif mode == "max":
-            self.values[hit] = np.maximum(self.values[hit], values[found])
-        else:
-            self.values[hit] = values[found]
-        new = ~found
+        hit_main, at_main = _locate(self._cells, cells)
+        _update(self._values, at_main[hit_main], values[hit_main], mode)
+        rest = ~hit_main
+        cells, values = cells[rest], values[rest]
+        hit_delta, at_delta = _locate(self._delta_cells, cells)
+        _update(self._delta_values, at_delta[hit_delta], values[hit_delta], mode)
+        new = ~hit_delta
         if new.any():
             fresh = values[new]
             if mode == "max":  # an absent cell holds 0
                 fresh = np.maximum(fresh, self._dtype.type(0))
-            self._insert(at[new], cells[new], fresh)
+            self._delta_cells, self._delta_values = _merge(self._delta_cells, self._delta_values,
+                                                           at_delta[new], cells[new], fresh)
+        if len(self._delta_cells) > max(_DELTA_MIN, len(self._cells) // _DELTA_FRACTION):
+            self._settle()
 
-    def _insert(self, at: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
-        """Insert sorted ``cells`` before positions ``at``: one merge pass for both arrays.
-
-        (``np.insert`` on each array would build the same placement twice.)
-        """
-        count = len(self.cells) + len(cells)
-        placed = at + np.arange(len(cells))  # where the new cells land in the merged arrays
-        old = np.ones(count, dtype=bool)
-        old[placed] = False
-        merged_cells = np.empty(count, dtype=np.int64)
-        merged_values = np.empty(count, dtype=self._dtype)
-        merged_cells[placed] = cells
-        merged_cells[old] = self.cells
-        merged_values[placed] = values
-        merged_values[old] = self.values
-        self.cells, self.values = merged_cells, merged_values
+    def _settle(self) -> None:
+        """Merge the delta into the main arrays."""
+        if len(self._delta_cells):
+            at = np.searchsorted(self._cells, self._delta_cells)
+            self._cells, self._values = _merge(self._cells, self._values, at, self._delta_cells,
+                                               self._delta_values)
+            self._delta_cells = self._delta_cells[:0]
+            self._delta_values = self._delta_values[:0]
 
     def decay(self, decay: float, threshold: float) -> int:
         """``v <- v * decay``; drop cells with ``|v| < threshold`` (and zeros). Returns nnz."""
         factor = self._dtype.type(decay)
-        if factor != 1:
-            np.multiply(self.values, factor, out=self.values)
-        keep = np.abs(self.values) >= threshold
-        keep &= self.values != 0
-        if not keep.all():
-            self.cells = self.cells[keep]
-            self.values = self.values[keep]
+        self._cells, self._values = _decay(self._cells, self._values, factor, threshold)
+        self._delta_cells, self._delta_values = _decay(self._delta_cells, self._delta_values, factor, threshold)
         return self.nnz
 
     def flush(self) -> None:
@@ -146,3 +157,52 @@ class SparseStorage:
 
     def close(self) -> None:
         self._group = None
+
+
+#: The delta is merged into the main arrays when it holds more than
+#: max(_DELTA_MIN, main / _DELTA_FRACTION) cells.
+_DELTA_MIN = 1 << 16
+_DELTA_FRACTION = 8
+
+
+def _locate(sorted_cells: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``cells``: which are in ``sorted_cells``, and their insertion positions."""
+    at = np.searchsorted(sorted_cells, cells)
+    hit = at < len(sorted_cells)
+    hit[hit] = sorted_cells[at[hit]] == cells[hit]
+    return hit, at
+
+
+def _update(values: np.ndarray, at: np.ndarray, amounts: np.ndarray, mode: str) -> None:
+    if mode == "add":
+        values[at] += amounts
+    elif mode == "max":
+        values[at] = np.maximum(values[at], amounts)
+    else:
+        values[at] = amounts
+
+
+def _merge(cells: np.ndarray, values: np.ndarray, at: np.ndarray, new_cells: np.ndarray,
+           new_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insert sorted ``new_cells`` before positions ``at``, one placement for both arrays."""
+    count = len(cells) + len(new_cells)
+    placed = at + np.arange(len(new_cells))  # where the new cells land in the merged arrays
+    old = np.ones(count, dtype=bool)
+    old[placed] = False
+    merged_cells = np.empty(count, dtype=np.int64)
+    merged_values = np.empty(count, dtype=values.dtype)
+    merged_cells[placed] = new_cells
+    merged_cells[old] = cells
+    merged_values[placed] = new_values
+    merged_values[old] = values
+    return merged_cells, merged_values
+
+
+def _decay(cells: np.ndarray, values: np.ndarray, factor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    if factor != 1:
+        np.multiply(values, factor, out=values)
+    keep = np.abs(values) >= threshold
+    keep &= values != 0
+    if keep.all():
+        return cells, values
+    return cells[keep], values[keep]
