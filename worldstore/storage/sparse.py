@@ -201,8 +201,9 @@ def _merge(cells: np.ndarray, values: np.ndarray, at: np.ndarray, new_cells: np.
 def _decay(cells: np.ndarray, values: np.ndarray, factor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     if factor != 1:
         np.multiply(values, factor, out=values)
-    keep = np.abs(values) >= threshold
-    keep &= values != 0
+    keep = np.abs(values) >= threshold  # with threshold > 0 this also drops zeros
+    if threshold <= 0:
+        keep &= values != 0
     if keep.all():
         return cells, values
     return cells[keep], values[keep]
