@@ -92,15 +92,23 @@ def combine(cells: np.ndarray, values: np.ndarray, mode: str) -> tuple[np.ndarra
     return cells[starts], combined.astype(values.dtype, copy=False)
 
 
+def update(target: np.ndarray, at: np.ndarray, amounts: np.ndarray, mode: str) -> None:
+    """The per-cell update of one deposit mode, at unique positions ``at`` of a 1-D array.
+
+    Dense layers (positions = cells) and sparse ones (positions = entries)
+    both go through here, which is what makes them agree bit for bit.
+    """
+    if mode == "add":
+        target[at] += amounts
+    elif mode == "max":
+        target[at] = np.maximum(target[at], amounts)
+    else:
+        target[at] = amounts
+
+
 def apply_dense(array: np.ndarray, cells: np.ndarray, values: np.ndarray, mode: str) -> None:
     """Apply combined deposits (unique cells) to a dense C-contiguous layer."""
-    flat = array.reshape(-1)  # a view: layers are C-contiguous
-    if mode == "add":
-        flat[cells] += values
-    elif mode == "max":
-        flat[cells] = np.maximum(flat[cells], values)
-    else:
-        flat[cells] = values
+    update(array.reshape(-1), cells, values, mode)  # reshape is a view: layers are C-contiguous
 
 
 def decay_dense(array: np.ndarray, decay: float, threshold: float) -> int:

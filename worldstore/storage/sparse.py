@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from .. import _schema
+from ..temporal import update
 from ..spec import WorldSpec
 
 
@@ -120,11 +121,11 @@ class SparseStorage:
         if not len(cells):
             return
         hit_main, at_main = _locate(self._cells, cells)
-        _update(self._values, at_main[hit_main], values[hit_main], mode)
+        update(self._values, at_main[hit_main], values[hit_main], mode)
         rest = ~hit_main
         cells, values = cells[rest], values[rest]
         hit_delta, at_delta = _locate(self._delta_cells, cells)
-        _update(self._delta_values, at_delta[hit_delta], values[hit_delta], mode)
+        update(self._delta_values, at_delta[hit_delta], values[hit_delta], mode)
         new = ~hit_delta
         if new.any():
             fresh = values[new]
@@ -171,15 +172,6 @@ def _locate(sorted_cells: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np
     hit = at < len(sorted_cells)
     hit[hit] = sorted_cells[at[hit]] == cells[hit]
     return hit, at
-
-
-def _update(values: np.ndarray, at: np.ndarray, amounts: np.ndarray, mode: str) -> None:
-    if mode == "add":
-        values[at] += amounts
-    elif mode == "max":
-        values[at] = np.maximum(values[at], amounts)
-    else:
-        values[at] = amounts
 
 
 def _merge(cells: np.ndarray, values: np.ndarray, at: np.ndarray, new_cells: np.ndarray,
