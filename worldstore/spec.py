@@ -25,8 +25,12 @@ GRID_CLASSES = ("resource", "environment", "temporal", "agent", "observation")
 STORAGE_KINDS = ("mapped", "memory", "sparse")
 #: Dense storage kinds.
 DENSE_KINDS = ("mapped", "memory")
-#: A reasonable ``switch_density`` for temporal layers (see benchmarks/temporal.py).
-DEFAULT_SWITCH_DENSITY = 0.05
+#: ``switch_density`` of the agentfarm signal channels. benchmarks/temporal.py
+#: measured sparse steps faster than dense ones up to 30% density (8192^2,
+#: 10,000 deposits a step), and a float32 layer's sparse form (12 bytes a cell)
+#: is smaller than its dense one below 33%: so sparse until 25%, dense above,
+#: back to sparse at 12.5%.
+DEFAULT_SWITCH_DENSITY = 0.25
 #: Dtypes a layer may have (native byte order; bool is stored as HDF5's enum).
 LAYER_DTYPES = (
     "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
