@@ -559,14 +559,21 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def benchmark_parser(doc: str, quick_help: str, rounds_help: str) -> argparse.ArgumentParser:
+    """The options every worldstore benchmark takes: --quick, --json, --rounds, --dir."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small worlds and few rounds (seconds; for CI)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout")
-    parser.add_argument("--rounds", type=int, help="timed rounds (default 31, --quick 3)")
+    parser.add_argument("--rounds", type=int, help=rounds_help)
     parser.add_argument("--dir", default=tempfile.gettempdir(),
                         help="where to create the temporary worlds (default: the system temp dir)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__, "small worlds and few rounds (seconds; for CI)",
+                              "timed rounds (default 31, --quick 3)")
     parser.add_argument("--rss-child", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--rss-kind", choices=KINDS, default="mapped", help=argparse.SUPPRESS)
     parser.add_argument("--rss-shape", type=worldstore.parse_size, help=argparse.SUPPRESS)

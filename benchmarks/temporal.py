@@ -32,7 +32,7 @@ sparse and dense.
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import shutil
 import statistics
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import machine_info  # noqa: E402  (the sibling benchmark's machine description)
+from layers import benchmark_parser, machine_info  # noqa: E402  (shared with the sibling benchmark)
 
 import worldstore  # noqa: E402
 
@@ -188,12 +188,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a 1024 x 1024 world and few rounds (CI)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
-    parser.add_argument("--rounds", type=int, help="timed rounds per density (default 9, --quick 3)")
-    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the temporary worlds go")
+    parser = benchmark_parser(__doc__, "a 1024 x 1024 world and few rounds (seconds; for CI)",
+                              "timed rounds per density (default 9, --quick 3)")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     rounds = config["rounds"] if args.rounds is None else args.rounds
@@ -254,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - started,
     }
     if args.json:
-        import json
-
         print(json.dumps(report))
     else:
         print_report(report)

@@ -22,14 +22,12 @@ def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-@pytest.fixture(scope="module")
-def layers_report(tmp_path_factory) -> dict:
-    """``benchmarks/layers.py --quick --json``, run once from the repository root."""
-    workdir = tmp_path_factory.mktemp("bench")
+def run_quick_json(script: str, workdir) -> dict:
+    """``benchmarks/SCRIPT --quick --json``, run from the repository root; its one JSON object."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", "layers.py"), "--quick", "--json", "--dir", str(workdir)],
+        [sys.executable, os.path.join("benchmarks", script), "--quick", "--json", "--dir", str(workdir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -37,6 +35,11 @@ def layers_report(tmp_path_factory) -> dict:
     report = json.loads(lines[0])
     report["_workdir_left"] = os.listdir(workdir)
     return report
+
+
+@pytest.fixture(scope="module")
+def layers_report(tmp_path_factory) -> dict:
+    return run_quick_json("layers.py", tmp_path_factory.mktemp("bench"))
 
 
 def test_layers_reports_machine_world_and_rounds(layers_report):
@@ -135,19 +138,7 @@ def test_layers_refuses_a_missing_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def temporal_report(tmp_path_factory) -> dict:
-    """``benchmarks/temporal.py --quick --json``, run once from the repository root."""
-    workdir = tmp_path_factory.mktemp("bench-temporal")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", "temporal.py"), "--quick", "--json", "--dir", str(workdir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, f"expected exactly one JSON line on stdout, got:\n{proc.stdout}"
-    report = json.loads(lines[0])
-    report["_workdir_left"] = os.listdir(workdir)
-    return report
+    return run_quick_json("temporal.py", tmp_path_factory.mktemp("bench-temporal"))
 
 
 def test_temporal_benchmark_reports_every_kind_and_density(temporal_report):
