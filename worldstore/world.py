@@ -216,7 +216,8 @@ class World:
             current.array.fill(0)  # the dense dataset reads as zeros while the COO form holds the data
             current.flush()
         else:
-            current.flush()  # a memory layer's values reach the dataset before it is re-read or mapped
+            if not isinstance(current, SparseStorage):
+                current.flush()  # a memory layer's values reach the dataset before it is re-read or mapped
             replacement = self._dense_storage(layer, kind)
             if isinstance(current, SparseStorage):
                 dense = replacement.array
