@@ -2,32 +2,63 @@
 
 A temporal layer (DAMAGE_HEAT, TRAILS, ...) takes deposits every step and
 decays. Stored densely, every step touches all H x W cells; stored sparse
-(COO), a step should cost O(nnz + deposits). This script measures, in one run,
-on one 8192 x 8192 float32 layer (256 MiB dense) at densities of 0.1%, 1% and
-10%:
+(sorted cells and values, persisted as COO), a step should cost
+O(nnz + deposits) and persisting it O(nnz). This script measures both claims,
+and whether automatic switching (``switch_density``) picks the faster form,
+in one run on one 8192 x 8192 float32 layer (256 MiB dense) at densities of
+0.1%, 1% and 10%.
 
-- the time of one simulation step (10,000 random ``add`` deposits, then
-  ``world.step()``, which decays: v *= 0.999, |v| < 1e-3 -> 0) for each
-  storage kind: ``sparse``, dense ``mapped``, dense ``memory``, and
-  ``auto`` (mapped with ``switch_density = worldstore.DEFAULT_SWITCH_DENSITY``,
-  which picks its form from the density at each step);
-- the time to persist the sparse state (``world.flush()``, which writes the
-  COO datasets), at each density, and on a 4x larger world (16384 x 16384)
-  holding the same number of cells as the 1% case: persisting must follow
-  nnz, not H x W.
+Steps. For each density, four worlds hold the same layer in the four ways a
+simulation can: ``sparse``, dense ``mapped``, dense ``memory``, and ``auto``
+(``mapped`` with ``switch_density = worldstore.DEFAULT_SWITCH_DENSITY``, which
+changes form at each ``step()`` from the density it finds). Each is prefilled
+with the same random distinct cells, values uniform in [1, 2): far above the
+threshold, and with decay 0.999 and threshold 1e-3 no cell falls below it
+during the run. One timed step is what a simulation does each tick: 10,000
+random ``add`` deposits (``world.deposit``), then ``world.step()`` (decay:
+v *= 0.999, |v| < 1e-3 -> 0, then the automatic switch). Every round gives
+every kind the same deposits, and the order of the kinds rotates from round to
+round; two untimed warm-up steps come first (first-touch page faults, and
+``auto`` settling into its form), and the garbage collector is off while a
+step is timed. Deposits land on random cells, so each step adds up to 10,000
+cells and the density creeps up during the run: the table shows the density
+when timing starts and when it ends. After the run, all four kinds must hold
+the same values.
 
-Each layer is prefilled to its density with values in [1, 2) (far above the
-threshold, and decay 0.999 keeps them there, so the density holds during the
-run). Each round times one step of every kind on the same deposits, the order
-of the kinds rotating between rounds; two untimed warm-up steps come first
-(page faults, and ``auto`` settling into its form). Figures are medians over
-rounds. Targets: dense mapped <= 1.10x dense memory; at 1% the sparse step >=
-20x faster than the dense memory step; at 10% ``auto`` <= 1.2x the better of
-sparse and dense.
+Figures: per kind, the median (and mean) time of a step; per round, the
+ratios dense mapped / dense memory, dense memory / sparse (the speedup of
+sparse) and auto / the fastest of sparse, mapped and memory, each reported as
+the median of its per-round ratios (paired within a round, so slow drifts of
+the machine cancel). The mean is there because sparse storage merges its
+recent cells into its main arrays once every several steps: the median shows
+the usual step, the mean what a long run pays per step.
 
-    python benchmarks/temporal.py             # 8192 x 8192, about a minute
-    python benchmarks/temporal.py --quick     # 1024 x 1024, seconds (CI smoke test)
+Steady state (informational, no target). With decay 0.999 no cell falls
+below the threshold during the run, so sparse storage never drops one. One
+more measurement, at 1%, sparse vs dense memory, prefills the cells just above
+the threshold, spread so that about 10,000 fall below it each step, as many
+as the deposits add: the density holds, and sparse decay pays for dropping
+cells at every step, as in a long-running simulation.
+
+Persisting. ``world.flush()`` of the sparse world, timed right after a step
+(deposits + ``step()``), median of a few: it must grow with nnz, not with
+H x W. At each density, and as a control, on a 4x larger world
+(16384 x 16384) holding as many cells as the 1% case.
+
+Targets: dense mapped <= 1.10x dense memory (every density); sparse >= 20x
+faster than dense memory at 1%; auto <= 1.2x the fastest kind at 10%.
+
+Run from the repository root:
+
+    python benchmarks/temporal.py             # 8192 x 8192, about half a minute
+    python benchmarks/temporal.py --quick     # 1024 x 1024, seconds (a smoke test for CI)
     python benchmarks/temporal.py --json      # one JSON object on stdout
+
+``--quick`` scales the deposits per step with the world (156 instead of
+10,000 on a 64x smaller world) so the densities drift as in the full run.
+Needs about 2.1 GiB of free disk (4 worlds of 256 MiB, the 1 GiB control) in
+a temporary directory under ``--dir``, removed at the end, and about 2 GiB of
+available RAM.
 """
 
 from __future__ import annotations
@@ -39,154 +70,346 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import benchmark_parser, machine_info  # noqa: E402  (shared with the sibling benchmark)
+# Shared with the sibling benchmark: the option parser, the machine description,
+# available memory, and a step timer with the garbage collector off.
+from layers import benchmark_parser, l3_cache, machine_info, mem_available, timed  # noqa: E402
 
 import worldstore  # noqa: E402
 
 KINDS = ("sparse", "mapped", "memory", "auto")
 DENSITIES = (0.001, 0.01, 0.1)
-EVENTS = 10_000
+LAYER = "T"
 DECAY = 0.999
 THRESHOLD = 1e-3
+WARMUP_STEPS = 2
+#: The library's recommended switch density (benchmarks predating it used 0.05).
+SWITCH_DENSITY = getattr(worldstore, "DEFAULT_SWITCH_DENSITY", 0.05)
+
 MAPPED_TARGET = 1.10
 SPARSE_SPEEDUP_TARGET = 20.0
 AUTO_TARGET = 1.2
 
-FULL = {"shape": (8192, 8192), "control": (16384, 16384), "rounds": 9, "persist_rounds": 5}
-QUICK = {"shape": (1024, 1024), "control": (2048, 2048), "rounds": 3, "persist_rounds": 2}
+FULL = {"shape": (8192, 8192), "control": (16384, 16384), "events": 10_000, "rounds": 9, "persist_rounds": 5}
+#: Deposits scale with the world's cells (10,000 * 1024^2 / 8192^2 = 156).
+QUICK = {"shape": (1024, 1024), "control": (2048, 2048), "events": 156, "rounds": 3, "persist_rounds": 2}
+
+RATIOS = {
+    "mapped_over_memory": "dense mapped / dense memory",
+    "sparse_speedup_over_memory": "dense memory / sparse",
+    "auto_over_best": "auto / fastest of sparse, mapped, memory",
+}
 
 
+# -- the worlds -------------------------------------------------------------------
 def layer_spec(kind: str) -> worldstore.LayerSpec:
+    """The temporal layer as ``kind`` stores it; ``auto`` is mapped that switches by itself."""
     storage = "mapped" if kind == "auto" else kind
-    switch = worldstore.DEFAULT_SWITCH_DENSITY if kind == "auto" else None
-    return worldstore.LayerSpec("T", "temporal", "float32", decay=DECAY, threshold=THRESHOLD,
+    switch = SWITCH_DENSITY if kind == "auto" else None
+    return worldstore.LayerSpec(LAYER, "temporal", "float32", decay=DECAY, threshold=THRESHOLD,
                                 storage=storage, switch_density=switch)
 
 
-def prefill(world: worldstore.World, density: float, rng: np.random.Generator) -> None:
-    height, width = world.shape
-    count = int(density * height * width)
-    cells = rng.choice(height * width, size=count, replace=False)
-    world.deposit("T", cells // width, cells % width, rng.uniform(1, 2, count).astype(np.float32))
+def create_world(directory: str, name: str, shape: tuple[int, int], kind: str) -> worldstore.World:
+    return worldstore.create(os.path.join(directory, f"{name}.h5"),
+                             worldstore.WorldSpec(shape[0], shape[1], 0, [layer_spec(kind)]))
 
 
-def one_step(world: worldstore.World, ys: np.ndarray, xs: np.ndarray, values: np.ndarray) -> float:
-    started = time.perf_counter()
-    world.deposit("T", ys, xs, values)
-    world.step()
-    return time.perf_counter() - started
+def prefill(world: worldstore.World, count: int, seed: int, lifetime: float | None = None) -> None:
+    """Deposit ``count`` distinct random cells; the same cells and values for the same seed.
 
-
-def step_benchmark(directory: str, shape: tuple[int, int], density: float, rounds: int, seed: int,
-                   progress) -> dict[str, Any]:
+    Values are in [1, 2), or, given a ``lifetime`` in steps, spread just above
+    the threshold so that each cell falls below it after a uniform random
+    number of steps in [0, lifetime): about count / lifetime cells a step.
+    """
     rng = np.random.default_rng(seed)
+    height, width = world.shape
+    cells = rng.choice(height * width, size=count, replace=False)
+    if lifetime is None:
+        values = rng.uniform(1, 2, count)
+    else:
+        values = THRESHOLD / DECAY ** rng.uniform(0, lifetime, count)
+    world.deposit(LAYER, cells // width, cells % width, values.astype(np.float32))
+
+
+class Events:
+    """One step's deposits: ``events`` random cells and values in [1, 2)."""
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], events: int):
+        self.ys = rng.integers(0, shape[0], events)
+        self.xs = rng.integers(0, shape[1], events)
+        self.values = rng.uniform(1, 2, events).astype(np.float32)
+
+    def step(self, world: worldstore.World) -> None:
+        """What a simulation does each tick: deposit, then decay."""
+        world.deposit(LAYER, self.ys, self.xs, self.values)
+        world.step()
+
+
+def remove_worlds(worlds: dict[str, worldstore.World]) -> None:
+    for world in worlds.values():
+        try:
+            world.close()
+        finally:
+            if os.path.exists(world.path):
+                os.unlink(world.path)
+
+
+# -- steps --------------------------------------------------------------------------
+_EVICT = np.zeros(0, dtype=np.uint8)
+
+
+def evict_caches() -> None:
+    """Write over twice the last-level cache, so every timed step starts with a cold cache.
+
+    Otherwise a kind timed right after a dense one (which streams 256 MiB
+    through the cache) would start colder than one timed after a sparse one,
+    and the order of the kinds would show in their ratios. In a simulation the
+    rest of a tick (observations, other layers) evicts a layer's state too.
+    """
+    global _EVICT
+    if not len(_EVICT):
+        _EVICT = np.zeros(max(64 << 20, 2 * (l3_cache()[0] or 0)), dtype=np.uint8)
+    _EVICT += 1
+
+
+def paired_ratios(times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per-round ratios: within a round every kind ran the same deposits."""
+    rounds = range(len(times["sparse"]))
+    return {
+        "mapped_over_memory": [times["mapped"][i] / times["memory"][i] for i in rounds],
+        "sparse_speedup_over_memory": [times["memory"][i] / times["sparse"][i] for i in rounds],
+        "auto_over_best": [times["auto"][i] / min(times[k][i] for k in ("sparse", "mapped", "memory"))
+                           for i in rounds],
+    }
+
+
+def step_benchmark(directory: str, shape: tuple[int, int], density: float, events: int, rounds: int,
+                   persist_rounds: int, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Time steps of the four kinds at ``density``; then persisting the sparse one."""
     height, width = shape
-    worlds = {}
+    rng = np.random.default_rng(seed + 1000)
+    worlds: dict[str, worldstore.World] = {}
     try:
         for kind in KINDS:
-            world = worldstore.create(os.path.join(directory, f"{kind}.h5"),
-                                      worldstore.WorldSpec(height, width, 0, [layer_spec(kind)]))
-            worlds[kind] = world
-            prefill(world, density, np.random.default_rng(seed))  # the same cells in every kind
-        events = [(rng.integers(0, height, EVENTS), rng.integers(0, width, EVENTS),
-                   rng.uniform(1, 2, EVENTS).astype(np.float32)) for _ in range(rounds + 2)]
-        for ys, xs, values in events[:2]:  # warm-up
+            worlds[kind] = create_world(directory, f"{kind}-{density}", shape, kind)
+            prefill(worlds[kind], int(density * height * width), seed)
+        sparse = worlds["sparse"][LAYER]
+        prefilled = sparse.nnz
+        for _ in range(WARMUP_STEPS):
+            work = Events(rng, shape, events)
             for world in worlds.values():
-                one_step(world, ys, xs, values)
+                work.step(world)
+        start_nnz = sparse.nnz
         times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-        for index, (ys, xs, values) in enumerate(events[2:]):
-            order = KINDS[index % len(KINDS):] + KINDS[:index % len(KINDS)]
-            for kind in order:
-                times[kind].append(one_step(worlds[kind], ys, xs, values))
-        reference = worlds["memory"]["T"].numpy()
-        for kind in ("sparse", "mapped", "auto"):  # every kind computed the same layer
-            if not np.array_equal(worlds[kind]["T"].numpy(), reference):
-                raise AssertionError(f"{kind} disagrees with memory at density {density}")
-        result = {
-            "density": density,
-            "final_density": worlds["sparse"]["T"].density,
-            "nnz": worlds["sparse"]["T"].nnz,
-            "auto_kind": worlds["auto"]["T"].storage,
-            "step_s": {kind: statistics.median(values) for kind, values in times.items()},
-            "step_round_s": times,
-        }
+        faults: dict[str, list[int]] = {kind: [] for kind in KINDS}
+        auto_kinds = [worlds["auto"][LAYER].storage]
+        for round_no in range(rounds):
+            work = Events(rng, shape, events)
+            shift = round_no % len(KINDS)
+            for kind in KINDS[shift:] + KINDS[:shift]:
+                evict_caches()
+                seconds, nfaults = timed(lambda world=worlds[kind]: work.step(world))
+                times[kind].append(seconds)
+                faults[kind].append(nfaults)
+            auto_kinds.append(worlds["auto"][LAYER].storage)
+        end_nnz = sparse.nnz
+        reference = worlds["memory"][LAYER].numpy()
+        for kind in ("sparse", "mapped", "auto"):
+            if not np.array_equal(worlds[kind][LAYER].numpy(), reference):
+                raise RuntimeError(f"{kind} storage disagrees with memory storage at density {density:.1%}: "
+                                   "the kinds must hold the same values")
+        del reference
+        # The dense worlds go first: their dirty pages must not be written back during the flushes.
+        remove_worlds({kind: worlds.pop(kind) for kind in ("mapped", "memory", "auto")})
+        persist = persist_rounds_of(worlds["sparse"], rng, events, persist_rounds)
     finally:
-        for world in worlds.values():
-            world.close()
-        for kind in KINDS:
-            path = os.path.join(directory, f"{kind}.h5")
-            if os.path.exists(path):
-                os.unlink(path)
-    step = result["step_s"]
-    best = min(step["sparse"], step["memory"], step["mapped"])
-    result["ratios"] = {
-        "mapped_over_memory": step["mapped"] / step["memory"],
-        "sparse_speedup_over_memory": step["memory"] / step["sparse"],
-        "auto_over_best": step["auto"] / best,
+        remove_worlds(worlds)
+
+    ratios = paired_ratios(times)
+    cells = height * width
+    row = {
+        "density": density,
+        "prefilled_nnz": prefilled,
+        "start_density": start_nnz / cells,
+        "final_density": end_nnz / cells,
+        "nnz": end_nnz,
+        "auto_kind": auto_kinds[-1],
+        "auto_kinds_seen": sorted(set(auto_kinds), key=auto_kinds.index),
+        "step_s": {kind: statistics.median(values) for kind, values in times.items()},
+        "step_mean_s": {kind: statistics.fmean(values) for kind, values in times.items()},
+        "step_faults": {kind: statistics.median(values) for kind, values in faults.items()},
+        "ratios": {name: statistics.median(values) for name, values in ratios.items()},
+        "ratio_ranges": {name: [min(values), max(values)] for name, values in ratios.items()},
+        "step_round_s": times,
     }
-    progress(f"  density {density:.1%}: sparse {step['sparse'] * 1e3:.2f} ms, memory {step['memory'] * 1e3:.2f} ms")
+    persist.update(height=height, width=width, density=density)
+    step = row["step_s"]
+    progress(f"  density {density:.1%}: sparse {step['sparse'] * 1e3:.2f} ms, memory {step['memory'] * 1e3:.2f} ms, "
+             f"auto ({row['auto_kind']}) {step['auto'] * 1e3:.2f} ms; flush {persist['flush_s'] * 1e3:.2f} ms")
+    return {"row": row, "persist": persist}
+
+
+def steady_state_benchmark(directory: str, shape: tuple[int, int], density: float, events: int, rounds: int,
+                           seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Informational: sparse vs dense memory at ``density`` with cells falling below the threshold.
+
+    In the main rows nothing decays away, so sparse storage never drops a
+    cell. Here the prefilled cells are spread just above the threshold so
+    that about as many fall below it each step as the deposits add: the
+    density holds, and sparse decay pays for dropping cells every step.
+    """
+    kinds = ("sparse", "memory")
+    height, width = shape
+    count = int(density * height * width)
+    lifetime = count / events
+    rng = np.random.default_rng(seed + 1000)
+    worlds: dict[str, worldstore.World] = {}
+    try:
+        for kind in kinds:
+            worlds[kind] = create_world(directory, f"steady-{kind}", shape, kind)
+            prefill(worlds[kind], count, seed, lifetime)
+        sparse = worlds["sparse"][LAYER]
+        for _ in range(WARMUP_STEPS):
+            work = Events(rng, shape, events)
+            for world in worlds.values():
+                work.step(world)
+        start_nnz = sparse.nnz
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for round_no in range(rounds):
+            work = Events(rng, shape, events)
+            for kind in (kinds if round_no % 2 == 0 else kinds[::-1]):
+                evict_caches()
+                times[kind].append(timed(lambda world=worlds[kind]: work.step(world))[0])
+        end_nnz = sparse.nnz
+        if not np.array_equal(sparse.numpy(), worlds["memory"][LAYER].numpy()):
+            raise RuntimeError("sparse storage disagrees with memory storage in the steady state")
+    finally:
+        remove_worlds(worlds)
+    speedups = [m / s for m, s in zip(times["memory"], times["sparse"])]
+    result = {
+        "density": density, "lifetime_steps": lifetime, "drops_per_step": count / lifetime,
+        "start_density": start_nnz / (height * width), "final_density": end_nnz / (height * width),
+        "step_s": {kind: statistics.median(values) for kind, values in times.items()},
+        "step_mean_s": {kind: statistics.fmean(values) for kind, values in times.items()},
+        "sparse_speedup_over_memory": statistics.median(speedups),
+        "step_round_s": times,
+    }
+    progress(f"  steady state at {density:.1%}: sparse {result['step_s']['sparse'] * 1e3:.2f} ms, "
+             f"memory {result['step_s']['memory'] * 1e3:.2f} ms")
     return result
 
 
-def persist_benchmark(directory: str, shape: tuple[int, int], nnz: int, rounds: int, seed: int) -> dict[str, Any]:
-    """Median time of world.flush() of a sparse layer holding ``nnz`` cells."""
-    height, width = shape
-    path = os.path.join(directory, "persist.h5")
-    rng = np.random.default_rng(seed)
+# -- persisting -----------------------------------------------------------------------
+def persist_rounds_of(world: worldstore.World, rng: np.random.Generator, events: int,
+                      rounds: int) -> dict[str, Any]:
+    """Median time of ``world.flush()`` right after a step, over ``rounds`` steps.
+
+    One untimed step + flush first: the first flush of a world also sizes its
+    COO datasets from empty.
+    """
+    shape = world.shape
+    Events(rng, shape, events).step(world)
+    world.flush()
+    times = []
+    for _ in range(rounds):
+        Events(rng, shape, events).step(world)
+        seconds, _ = timed(world.flush)
+        times.append(seconds)
+    nnz = world[LAYER].nnz
+    flush_s = statistics.median(times)
+    return {"nnz": nnz, "flush_s": flush_s, "flush_round_s": times}
+
+
+def persist_control(directory: str, shape: tuple[int, int], nnz: int, events: int, rounds: int,
+                    seed: int) -> dict[str, Any]:
+    """The same persisting on a larger sparse world prefilled to about ``nnz`` cells."""
+    worlds = {"control": create_world(directory, "control", shape, "sparse")}
     try:
-        with worldstore.create(path, worldstore.WorldSpec(height, width, 0, [layer_spec("sparse")])) as world:
-            prefill(world, nnz / (height * width), rng)
-            times = []
-            for _ in range(rounds):
-                world.deposit("T", rng.integers(0, height, 100), rng.integers(0, width, 100), 1.0)
-                started = time.perf_counter()
-                world.flush()
-                times.append(time.perf_counter() - started)
-            stored = world["T"].nnz
+        prefill(worlds["control"], nnz, seed)
+        result = persist_rounds_of(worlds["control"], np.random.default_rng(seed + 1000), events, rounds)
     finally:
-        if os.path.exists(path):
-            os.unlink(path)
-    return {"height": height, "width": width, "nnz": stored, "flush_s": statistics.median(times)}
+        remove_worlds(worlds)
+    result.update(height=shape[0], width=shape[1])
+    return result
+
+
+# -- reporting ----------------------------------------------------------------------------
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}ms"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
 
 
 def print_report(report: dict[str, Any]) -> None:
-    machine = report["machine"]
-    height, width = report["world"]["height"], report["world"]["width"]
-    print("worldstore benchmark: temporal layers, dense vs sparse (benchmarks/temporal.py)")
-    print(f"machine   {machine.get('cpu_model')}, {machine.get('cores')} cores, "
-          f"{machine.get('ram_bytes', 0) / 2**30:.1f} GiB RAM, Linux {machine.get('kernel')}")
-    print(f"world     {height} x {width} float32 ({height * width * 4 / 2**20:.0f} MiB dense); each step: "
-          f"{EVENTS:,} random add-deposits, then step() (decay {DECAY}, threshold {THRESHOLD})")
-    print(f"rounds    {report['rounds']} timed after 2 warm-up steps; medians; kinds rotate within a round; "
-          f"auto = mapped with switch_density {worldstore.DEFAULT_SWITCH_DENSITY}")
+    m, w = report["machine"], report["world"]
+    print("worldstore benchmark: temporal layers, sparse vs dense storage (benchmarks/temporal.py)")
+    if report["quick"]:
+        print("QUICK MODE: a small world; a smoke test, not the performance claim.")
+    l3 = f"L3 {m['l3_bytes'] / 2**20:.0f} MiB" if m.get("l3_bytes") else "L3 unknown"
+    print(f"machine   {m['cpu_model']}, {m['cores']} cores, {(m['ram_bytes'] or 0) / 2**30:.1f} GiB RAM, {l3}")
+    print(f"          Linux {m['kernel']}, {m['filesystem']} at {w['directory']}, THP {m['transparent_hugepage']}")
+    print(f"          Python {m['python']}, numpy {m['numpy']}, h5py {m['h5py']}, worldstore {m['worldstore']}")
+    print(f"world     {w['height']} x {w['width']} float32 layer ({w['height'] * w['width'] * 4 / 2**20:.0f} MiB "
+          f"dense), one world per kind; decay {report['decay']}, threshold {report['threshold']}")
+    print(f"step      {report['events_per_step']:,} random add-deposits, then world.step(); "
+          f"auto = mapped with switch_density {report['switch_density']}")
+    print(f"rounds    {report['rounds']} timed after {report['warmup_steps']} untimed warm-up steps; the same "
+          "deposits for every kind in a round, the order of the kinds rotating; gc off while timing")
     print()
-    print(f"{'density':>8} {'nnz':>10}  {'sparse':>9} {'mapped':>9} {'memory':>9} {'auto':>9} {'(auto is)':>9}"
-          f"  {'mapped/mem':>10} {'sparse x':>9} {'auto/best':>9}")
+    print("Time per step (median over rounds) and paired ratios (median of the per-round ratios):")
+    print(f"{'density':>7} {'start..end':>15}  {'sparse':>8} {'mapped':>8} {'memory':>8} {'auto':>8} {'auto is':>7}"
+          f"  {'mapped/mem':>10} {'sparse x':>8} {'auto/best':>9}")
     for row in report["densities"]:
         step, ratios = row["step_s"], row["ratios"]
-        print(f"{row['density']:>8.1%} {row['nnz']:>10,}  " + " ".join(f"{step[k] * 1e3:>7.2f}ms" for k in KINDS)
-              + f" {row['auto_kind']:>9}  {ratios['mapped_over_memory']:>10.3f} "
-              f"{ratios['sparse_speedup_over_memory']:>8.1f}x {ratios['auto_over_best']:>9.3f}")
+        span = f"{row['start_density']:.2%}..{row['final_density']:.2%}"
+        print(f"{row['density']:>7.1%} {span:>15}  " + " ".join(f"{_ms(step[k]):>8}" for k in KINDS)
+              + f" {row['auto_kind']:>7}  {ratios['mapped_over_memory']:>10.3f} "
+              f"{ratios['sparse_speedup_over_memory']:>7.1f}x {ratios['auto_over_best']:>9.3f}")
+    print("Mean per step (sparse storage merges its recent cells into its main arrays every few steps):")
+    for row in report["densities"]:
+        mean = row["step_mean_s"]
+        print(f"{row['density']:>7.1%} {'':>15}  " + " ".join(f"{_ms(mean[k]):>8}" for k in KINDS)
+              + f"   (auto kinds seen: {', '.join(row['auto_kinds_seen'])})")
+    steady = report["steady_state"]
+    print(f"Steady state (informational, no target) at {steady['density']:.0%}: prefilled just above the threshold, "
+          f"about {steady['drops_per_step']:,.0f} cells")
+    print(f"fall below it each step, as many as the deposits add (density {steady['start_density']:.2%}.."
+          f"{steady['final_density']:.2%}), so sparse decay drops cells every step:")
+    print(f"sparse {_ms(steady['step_s']['sparse'])}, dense memory {_ms(steady['step_s']['memory'])} (medians): "
+          f"sparse {steady['sparse_speedup_over_memory']:.1f}x faster")
     print()
-    print("persisting the sparse state (world.flush(): the COO datasets):")
-    for row in report["persist"]:
-        print(f"  {row['height']:>6} x {row['width']:<6} nnz {row['nnz']:>10,}  {row['flush_s'] * 1e3:8.2f} ms")
+    print("Persisting the sparse state: world.flush() right after a step (median), against nnz:")
+    print(f"{'world':>15} {'nnz':>11} {'flush':>10}")
     control = report["persist_control"]
-    print(f"  control: same nnz on a {control['world_cells_ratio']:.0f}x larger world: "
-          f"{control['flush_ratio']:.2f}x the time")
+    for row in report["persist"] + [control]:
+        label = "  (control)" if row is control else f"  ({row['density']:.1%})"
+        print(f"{row['height']:>7} x {row['width']:<6}{row['nnz']:>11,} {_ms(row['flush_s']):>10}{label}")
+    cost = report["persist_cost"]
+    print(f"marginal cost {cost['ns_per_cell']:.1f} ns per cell (lowest to highest density), "
+          f"fixed cost about {_ms(cost['fixed_s'])} (HDF5 flush, step counter)")
+    print(f"control: {control['world_cells_ratio']:.0f}x the cells, {control['nnz_ratio']:.2f}x the nnz of the "
+          f"1% case: {control['flush_ratio']:.2f}x its flush time (near {control['nnz_ratio']:.1f}: follows nnz, "
+          "not H x W)")
     print()
-    verdict = report["pass"]
-    print(f"dense mapped <= {MAPPED_TARGET}x dense memory: {'yes' if verdict['mapped_within_target'] else 'NO'};  "
-          f"sparse >= {SPARSE_SPEEDUP_TARGET:.0f}x faster at 1%: {'yes' if verdict['sparse_speedup_at_1pct'] else 'NO'};  "
-          f"auto <= {AUTO_TARGET}x best at 10%: {'yes' if verdict['auto_at_10pct'] else 'NO'}")
+    targets, verdict = report["targets"], report["pass"]
+    print(f"dense mapped <= {targets['mapped_over_memory']:.2f}x dense memory at every density: "
+          f"{_yes(verdict['mapped_within_target'])}")
+    print(f"sparse >= {targets['sparse_speedup_at_1pct']:.0f}x faster than dense memory at 1%: "
+          f"{_yes(verdict['sparse_speedup_at_1pct'])}")
+    print(f"auto <= {targets['auto_over_best_at_10pct']:.1f}x the fastest kind at 10%: "
+          f"{_yes(verdict['auto_at_10pct'])}")
     print(f"total run time {report['wall_s']:.0f} s")
 
 
+# -- main ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "a 1024 x 1024 world and few rounds (seconds; for CI)",
                               "timed rounds per density (default 9, --quick 3)")
@@ -197,12 +420,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be >= 1, got {rounds}")
     if not os.path.isdir(args.dir):
         parser.error(f"--dir {args.dir!r} is not a directory")
-    height, width = config["shape"]
-    need = (len(KINDS) * height * width + config["control"][0] * config["control"][1]) * 4 + (64 << 20)
-    free = shutil.disk_usage(args.dir).free
-    if free < need:
-        print(f"error: {args.dir} has {free / 2**30:.1f} GiB free; the benchmark needs {need / 2**30:.1f} GiB. "
-              "Pass --dir elsewhere or use --quick.", file=sys.stderr)
+
+    shape, control_shape, events = config["shape"], config["control"], config["events"]
+    layer_bytes = shape[0] * shape[1] * 4
+    need_disk = len(KINDS) * layer_bytes + control_shape[0] * control_shape[1] * 4 + (64 << 20)
+    free_disk = shutil.disk_usage(args.dir).free
+    if free_disk < need_disk:
+        print(f"error: not enough free disk space in {args.dir}: the benchmark needs {need_disk / 2**30:.1f} GiB, "
+              f"{free_disk / 2**30:.1f} GiB is free. Pass --dir to a roomier place, or use --quick.", file=sys.stderr)
+        return 2
+    # RAM: the memory layer, the mapped layers' page cache, and the dense copies of the final check.
+    need_ram = 6 * layer_bytes + (512 << 20)
+    free_ram = mem_available()
+    if free_ram is not None and free_ram < need_ram:
+        print(f"error: not enough available memory: the benchmark needs about {need_ram / 2**30:.1f} GiB, "
+              f"{free_ram / 2**30:.1f} GiB is available (MemAvailable). Use --quick.", file=sys.stderr)
         return 2
 
     def progress(message: str) -> None:
@@ -213,42 +445,53 @@ def main(argv: list[str] | None = None) -> int:
     directory = tempfile.mkdtemp(prefix="worldstore-temporal-", dir=args.dir)
     try:
         machine = machine_info(directory)
-        progress(f"timing steps at densities {', '.join(f'{d:.1%}' for d in DENSITIES)} ...")
-        rows = [step_benchmark(directory, (height, width), density, rounds, index, progress)
-                for index, density in enumerate(DENSITIES)]
-        progress("timing persistence ...")
-        persist = [persist_benchmark(directory, (height, width), row["nnz"], config["persist_rounds"], 7)
-                   for row in rows]
-        one_percent = rows[DENSITIES.index(0.01)]["nnz"]
-        control = persist_benchmark(directory, config["control"], one_percent, config["persist_rounds"], 7)
+        progress(f"timing steps at densities {', '.join(f'{d:.1%}' for d in DENSITIES)} "
+                 f"({rounds} rounds each) ...")
+        results = [step_benchmark(directory, shape, density, events, rounds, config["persist_rounds"], index,
+                                  progress)
+                   for index, density in enumerate(DENSITIES)]
+        rows = [result["row"] for result in results]
+        progress("steady state (informational): cells falling below the threshold every step ...")
+        steady = steady_state_benchmark(directory, shape, 0.01, events, rounds, 3, progress)
+        persist = [result["persist"] for result in results]
+        base = persist[DENSITIES.index(0.01)]
+        progress(f"persisting on a {control_shape[0]} x {control_shape[1]} control world ...")
+        # Prefilled so that after its steps it holds about as many cells as the 1% case did.
+        prefill_count = max(1, base["nnz"] - (config["persist_rounds"] + 1) * events)
+        control = persist_control(directory, control_shape, prefill_count, events, config["persist_rounds"], 7)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    base = persist[DENSITIES.index(0.01)]
+
+    control.update(world_cells_ratio=(control_shape[0] * control_shape[1]) / (shape[0] * shape[1]),
+                   nnz_ratio=control["nnz"] / base["nnz"], flush_ratio=control["flush_s"] / base["flush_s"])
     by_density = {row["density"]: row for row in rows}
+    low, high = persist[0], persist[-1]
+    slope = (high["flush_s"] - low["flush_s"]) / max(1, high["nnz"] - low["nnz"])
     report = {
-        "benchmark": "worldstore temporal layers, dense vs sparse",
+        "benchmark": "worldstore temporal layers, sparse vs dense storage",
         "quick": bool(args.quick),
         "machine": machine,
-        "world": {"height": height, "width": width, "dtype": "float32"},
-        "events_per_step": EVENTS, "decay": DECAY, "threshold": THRESHOLD,
-        "switch_density": worldstore.DEFAULT_SWITCH_DENSITY,
-        "rounds": rounds,
+        "world": {"height": shape[0], "width": shape[1], "dtype": "float32", "layer_bytes": layer_bytes,
+                  "directory": args.dir},
+        "events_per_step": events, "decay": DECAY, "threshold": THRESHOLD,
+        "switch_density": SWITCH_DENSITY,
+        "rounds": rounds, "warmup_steps": WARMUP_STEPS, "persist_rounds": config["persist_rounds"],
+        "ratio_descriptions": RATIOS,
         "densities": rows,
-        "persist": persist + [control],
-        "persist_control": {
-            "world_cells_ratio": (control["height"] * control["width"]) / (height * width),
-            "flush_ratio": control["flush_s"] / base["flush_s"],
-        },
+        "steady_state": steady,
+        "persist": persist,
+        "persist_control": control,
+        "persist_cost": {"ns_per_cell": slope * 1e9, "fixed_s": low["flush_s"] - slope * low["nnz"]},
         "targets": {"mapped_over_memory": MAPPED_TARGET, "sparse_speedup_at_1pct": SPARSE_SPEEDUP_TARGET,
                     "auto_over_best_at_10pct": AUTO_TARGET},
         "pass": {
-            "mapped_within_target": all(r["ratios"]["mapped_over_memory"] <= MAPPED_TARGET for r in rows),
-            "sparse_speedup_at_1pct": by_density[0.01]["ratios"]["sparse_speedup_over_memory"]
-            >= SPARSE_SPEEDUP_TARGET,
+            "mapped_within_target": all(row["ratios"]["mapped_over_memory"] <= MAPPED_TARGET for row in rows),
+            "sparse_speedup_at_1pct":
+                by_density[0.01]["ratios"]["sparse_speedup_over_memory"] >= SPARSE_SPEEDUP_TARGET,
             "auto_at_10pct": by_density[0.1]["ratios"]["auto_over_best"] <= AUTO_TARGET,
         },
-        "wall_s": time.perf_counter() - started,
     }
+    report["wall_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(report))
     else:

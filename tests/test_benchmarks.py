@@ -134,25 +134,3 @@ def test_layers_refuses_a_missing_directory(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "not a directory" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def temporal_report(tmp_path_factory) -> dict:
-    return run_quick_json("temporal.py", tmp_path_factory.mktemp("bench-temporal"))
-
-
-def test_temporal_benchmark_reports_every_kind_and_density(temporal_report):
-    rows = temporal_report["densities"]
-    assert [row["density"] for row in rows] == [0.001, 0.01, 0.1]
-    for row in rows:
-        assert set(row["step_s"]) == {"sparse", "mapped", "memory", "auto"}
-        assert all(positive(value) for value in row["step_s"].values())
-        assert all(positive(value) for value in row["ratios"].values())
-        assert row["auto_kind"] in ("sparse", "mapped")
-        assert row["nnz"] > 0 and 0 < row["final_density"] <= 1
-    for row in temporal_report["persist"]:
-        assert positive(row["flush_s"]) and row["nnz"] > 0
-    assert positive(temporal_report["persist_control"]["flush_ratio"])
-    assert set(temporal_report["pass"]) == {"mapped_within_target", "sparse_speedup_at_1pct", "auto_at_10pct"}
-    assert all(isinstance(value, bool) for value in temporal_report["pass"].values())
-    assert temporal_report["_workdir_left"] == []

@@ -81,6 +81,7 @@ def run(tmp_path, actions_list, decay, threshold, value_of):
                 reference.deposit(ys, xs, values, mode)
             for name in KINDS:  # every kind agrees exactly after every action
                 np.testing.assert_array_equal(world[name].numpy(), world["MAPPED"].numpy(), err_msg=name)
+            assert world["SPARSE"].nnz == world["MAPPED"].nnz
         world.close()
         with worldstore.open(path) as reopened:
             final = {name: reopened[name].numpy().copy() for name in KINDS}
@@ -111,6 +112,57 @@ def test_random_workloads_match_the_reference_to_float32_tolerance(tmp_path, act
     for name, values in final.items():
         # A cell within rounding of the threshold may be zeroed in one and kept in the other.
         np.testing.assert_allclose(values, expected, rtol=1e-5, atol=threshold + 1e-5, err_msg=name)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions_list=st.lists(actions, min_size=1, max_size=20), decay=st.sampled_from([0.5, 1.0]),
+       threshold=st.sampled_from([0.0, 0.25]), merge_every=st.integers(1, 3), compact=st.sampled_from([1, 4, 99]))
+def test_sparse_merges_and_filter_rebuilds_keep_values_exact(tmp_path, monkeypatch, actions_list, decay,
+                                                             threshold, merge_every, compact):
+    """Sparse storage under pressure: runs merged after every 1-3 deposits, a filter so
+    small that most absent cells are "maybe held" and it is rebuilt on almost every deposit,
+    and decay keeping fallen cells as zeros (compact=1) or compacting at once (99)."""
+    from worldstore.storage import sparse
+    monkeypatch.setattr(sparse, "_MAX_RUNS", merge_every)
+    monkeypatch.setattr(sparse, "_COMPACT_FRACTION", compact)
+    monkeypatch.setattr(sparse, "_RUN_MIN", 1)
+    monkeypatch.setattr(sparse, "_FILTER_MIN_BITS", 2)
+    final, _, expected = run(tmp_path, actions_list, decay, threshold,
+                             lambda rng, n: rng.integers(-8, 9, n).astype(np.float32) / 4)
+    for name, values in final.items():
+        np.testing.assert_array_equal(values, expected, err_msg=name)
+
+
+def test_sparse_cells_stay_sorted_and_distinct_across_runs(tmp_path):
+    rng = np.random.default_rng(11)
+    spec = WorldSpec(64, 64, 0, [LayerSpec("T", "temporal", decay=1.0, threshold=0.0, storage="sparse")])
+    reference = np.zeros((64, 64), np.float32)
+    with worldstore.create(tmp_path / "s.h5", spec) as world:
+        for _ in range(40):  # 40 deposits: more runs than are kept before a merge
+            ys, xs = rng.integers(0, 64, 50), rng.integers(0, 64, 50)
+            world.deposit("T", ys, xs, 1.0)
+            np.add.at(reference, (ys, xs), 1.0)
+            assert world["T"].nnz == np.count_nonzero(reference)
+            np.testing.assert_array_equal(world["T"].window(slice(10, 30), slice(5, 60)), reference[10:30, 5:60])
+        coords, _ = world["T"].coo()
+        assert np.all(np.diff(coords[:, 0] * 64 + coords[:, 1]) > 0)
+        np.testing.assert_array_equal(world["T"].numpy(), reference)
+
+
+def test_a_cell_brought_to_zero_is_not_persisted(tmp_path):
+    spec = WorldSpec(4, 4, 0, [LayerSpec("T", "temporal", decay=1.0, threshold=0.0, storage="sparse")])
+    with worldstore.create(tmp_path / "z.h5", spec) as world:
+        world.deposit("T", [1, 2], [1, 2], [3.0, 4.0])
+        world.deposit("T", [1], [1], [-3.0])
+        assert world["T"].nnz == 1
+        np.testing.assert_array_equal(world["T"].coo()[0], [[2, 2]])
+    with h5py.File(tmp_path / "z.h5", "r") as f:
+        np.testing.assert_array_equal(f["layers/T_values"][...], [4.0])
+    with worldstore.open(tmp_path / "z.h5", "r+") as world:
+        world.deposit("T", [0], [0], [5.0], mode="set")
+        world.deposit("T", [0], [0], [0.0], mode="set")
+        world.step()
+        assert world["T"].nnz == 1
 
 
 def test_float16_layers_agree_across_kinds(tmp_path):

@@ -184,7 +184,7 @@ class Layer:
         """``(coords, values)`` of the non-zero cells: ``(nnz, ndim)`` int64 and ``(nnz,)``, row-major order."""
         storage = self._live()
         if storage.kind == "sparse":
-            return storage.coords(), storage.values.copy()  # type: ignore[attr-defined]
+            return storage.coo()  # type: ignore[attr-defined]
         array = storage.array
         coords = np.argwhere(array)
         return coords, array[tuple(coords.T)]

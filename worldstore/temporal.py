@@ -77,7 +77,7 @@ def combine(cells: np.ndarray, values: np.ndarray, mode: str) -> tuple[np.ndarra
     """Sorted unique cells and one value each: the sum, the max, or the last given."""
     if len(cells) == 0:
         return cells, values
-    order = np.argsort(cells, kind="stable")  # stable: "last given" stays last within a cell
+    order = stable_order(cells)  # stable: "last given" stays last within a cell
     cells, values = cells[order], values[order]
     starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
     if len(starts) == len(cells):
@@ -90,6 +90,22 @@ def combine(cells: np.ndarray, values: np.ndarray, mode: str) -> tuple[np.ndarra
         ends = np.r_[starts[1:], len(cells)] - 1
         combined = values[ends]
     return cells[starts], combined.astype(values.dtype, copy=False)
+
+
+def stable_order(cells: np.ndarray) -> np.ndarray:
+    """``np.argsort(cells, kind="stable")`` for non-negative int64 cells, several times faster.
+
+    Each cell is packed with its position into one int64 key (cell in the
+    high bits, position in the low ones) and the keys are sorted by value,
+    which numpy does with its vectorised sort: equal cells keep their order
+    because their positions do. Falls back to a stable argsort when the key
+    would overflow.
+    """
+    shift = max(1, len(cells) - 1).bit_length()
+    if int(cells.max()) >= (1 << (62 - shift)):
+        return np.argsort(cells, kind="stable")
+    keys = np.sort((cells << shift) | np.arange(len(cells), dtype=np.int64))
+    return keys & ((1 << shift) - 1)
 
 
 def update(target: np.ndarray, at: np.ndarray, amounts: np.ndarray, mode: str) -> None:
