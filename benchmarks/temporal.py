@@ -11,34 +11,34 @@ in one run on one 8192 x 8192 float32 layer (256 MiB dense) at densities of
 Steps. For each density, four worlds hold the same layer in the four ways a
 simulation can: ``sparse``, dense ``mapped``, dense ``memory``, and ``auto``
 (``mapped`` with ``switch_density = worldstore.DEFAULT_SWITCH_DENSITY``, which
-changes form at each ``step()`` from the density it finds). Each is prefilled
-with the same random distinct cells, values uniform in [1, 2): far above the
-threshold, and with decay 0.999 and threshold 1e-3 no cell falls below it
-during the run. One timed step is what a simulation does each tick: 10,000
-random ``add`` deposits (``world.deposit``), then ``world.step()`` (decay:
-v *= 0.999, |v| < 1e-3 -> 0, then the automatic switch). Every round gives
-every kind the same deposits, and the order of the kinds rotates from round to
-round; two untimed warm-up steps come first (first-touch page faults, and
-``auto`` settling into its form), and the garbage collector is off while a
-step is timed. Deposits land on random cells, so each step adds up to 10,000
-cells and the density creeps up during the run: the table shows the density
-when timing starts and when it ends. After the run, all four kinds must hold
-the same values.
+changes form at each ``step()`` from the density it finds). One timed step is
+what a simulation does each tick: 10,000 random ``add`` deposits
+(``world.deposit``), then ``world.step()`` (decay: v *= 0.999, |v| < 1e-3 ->
+0, then the automatic switch).
 
-Figures: per kind, the median (and mean) time of a step; per round, the
-ratios dense mapped / dense memory, dense memory / sparse (the speedup of
-sparse) and auto / the fastest of sparse, mapped and memory, each reported as
-the median of its per-round ratios (paired within a round, so slow drifts of
-the machine cancel). The mean is there because sparse storage merges its
-recent cells into its main arrays once every several steps: the median shows
-the usual step, the mean what a long run pays per step.
+The density holds: it is a steady state, as in a long-running simulation. A
+deposit's value is chosen so that it decays below the threshold after a
+lifetime drawn uniformly from [L/2, 3L/2) steps, where L = density * H * W /
+10,000; the worlds are prefilled with density * H * W random cells whose
+values give remaining lifetimes uniform in [0, L). So about 10,000 cells fall
+below the threshold each step, as many as the deposits add: sparse storage
+drops cells every step and merges its runs at the pace a simulation would make
+it. The table shows the density when timing starts and when it ends.
 
-Steady state (informational, no target). With decay 0.999 no cell falls
-below the threshold during the run, so sparse storage never drops one. One
-more measurement, at 1%, sparse vs dense memory, prefills the cells just above
-the threshold, spread so that about 10,000 fall below it each step, as many
-as the deposits add: the density holds, and sparse decay pays for dropping
-cells at every step, as in a long-running simulation.
+Every round gives every kind the same deposits, and the order of the kinds
+rotates from round to round; two untimed warm-up steps come first (first-touch
+page faults, and ``auto`` settling into its form), the garbage collector is off
+while a step is timed, and every timed step starts with a cold cache
+(``evict_caches``). After the run, all four kinds must hold the same values.
+
+Figures: per kind, the median and mean time of a step; per round, the ratios
+dense mapped / dense memory, dense memory / sparse (the speedup of sparse)
+and auto / the fastest of sparse, mapped and memory, each reported as the
+median of its per-round ratios (paired within a round, so slow drifts of the
+machine cancel). Sparse storage merges its recent runs into its main arrays
+once every many steps (at 1%, about every 30): the median shows the usual
+step, the mean what a long run pays per step, so the amortized speedup (mean
+memory step / mean sparse step) is reported too, over 100 rounds.
 
 Persisting. ``world.flush()`` of the sparse world, timed right after a step
 (deposits + ``step()``), median of a few: it must grow with nnz, not with
@@ -46,11 +46,12 @@ H x W. At each density, and as a control, on a 4x larger world
 (16384 x 16384) holding as many cells as the 1% case.
 
 Targets: dense mapped <= 1.10x dense memory (every density); sparse >= 20x
-faster than dense memory at 1%; auto <= 1.2x the fastest kind at 10%.
+faster than dense memory at 1%, both per step (median of paired ratios) and
+amortized (ratio of means); auto <= 1.2x the fastest kind at 10%.
 
 Run from the repository root:
 
-    python benchmarks/temporal.py             # 8192 x 8192, about half a minute
+    python benchmarks/temporal.py             # 8192 x 8192, about a minute
     python benchmarks/temporal.py --quick     # 1024 x 1024, seconds (a smoke test for CI)
     python benchmarks/temporal.py --json      # one JSON object on stdout
 
@@ -95,7 +96,9 @@ MAPPED_TARGET = 1.10
 SPARSE_SPEEDUP_TARGET = 20.0
 AUTO_TARGET = 1.2
 
-FULL = {"shape": (8192, 8192), "control": (16384, 16384), "events": 10_000, "rounds": 9, "persist_rounds": 5}
+#: 100 rounds: at 1% sparse storage merges its runs into main about every 67 steps, and the
+#: amortized figure must include that.
+FULL = {"shape": (8192, 8192), "control": (16384, 16384), "events": 10_000, "rounds": 100, "persist_rounds": 5}
 #: Deposits scale with the world's cells (10,000 * 1024^2 / 8192^2 = 156).
 QUICK = {"shape": (1024, 1024), "control": (2048, 2048), "events": 156, "rounds": 3, "persist_rounds": 2}
 
@@ -120,30 +123,31 @@ def create_world(directory: str, name: str, shape: tuple[int, int], kind: str) -
                              worldstore.WorldSpec(shape[0], shape[1], 0, [layer_spec(kind)]))
 
 
-def prefill(world: worldstore.World, count: int, seed: int, lifetime: float | None = None) -> None:
-    """Deposit ``count`` distinct random cells; the same cells and values for the same seed.
+def lifetime_steps(shape: tuple[int, int], density: float, events: int) -> float:
+    """Mean lifetime of a deposit that holds ``density`` with ``events`` deposits a step."""
+    return density * shape[0] * shape[1] / events
 
-    Values are in [1, 2), or, given a ``lifetime`` in steps, spread just above
-    the threshold so that each cell falls below it after a uniform random
-    number of steps in [0, lifetime): about count / lifetime cells a step.
-    """
+
+def value_for(lifetime: np.ndarray) -> np.ndarray:
+    """Values that decay below the threshold after ``lifetime`` steps."""
+    return (THRESHOLD / DECAY ** lifetime).astype(np.float32)
+
+
+def prefill(world: worldstore.World, count: int, seed: int, lifetime: float) -> None:
+    """Deposit ``count`` distinct random cells with remaining lifetimes uniform in [0, lifetime)."""
     rng = np.random.default_rng(seed)
     height, width = world.shape
     cells = rng.choice(height * width, size=count, replace=False)
-    if lifetime is None:
-        values = rng.uniform(1, 2, count)
-    else:
-        values = THRESHOLD / DECAY ** rng.uniform(0, lifetime, count)
-    world.deposit(LAYER, cells // width, cells % width, values.astype(np.float32))
+    world.deposit(LAYER, cells // width, cells % width, value_for(rng.uniform(0, lifetime, count)))
 
 
 class Events:
-    """One step's deposits: ``events`` random cells and values in [1, 2)."""
+    """One step's deposits: ``events`` random cells, lifetimes uniform in [lifetime/2, 3 lifetime/2)."""
 
-    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], events: int):
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], events: int, lifetime: float):
         self.ys = rng.integers(0, shape[0], events)
         self.xs = rng.integers(0, shape[1], events)
-        self.values = rng.uniform(1, 2, events).astype(np.float32)
+        self.values = value_for(rng.uniform(lifetime / 2, 3 * lifetime / 2, events))
 
     def step(self, world: worldstore.World) -> None:
         """What a simulation does each tick: deposit, then decay."""
@@ -193,16 +197,17 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
                    persist_rounds: int, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
     """Time steps of the four kinds at ``density``; then persisting the sparse one."""
     height, width = shape
+    lifetime = lifetime_steps(shape, density, events)
     rng = np.random.default_rng(seed + 1000)
     worlds: dict[str, worldstore.World] = {}
     try:
         for kind in KINDS:
             worlds[kind] = create_world(directory, f"{kind}-{density}", shape, kind)
-            prefill(worlds[kind], int(density * height * width), seed)
+            prefill(worlds[kind], int(density * height * width), seed, lifetime)
         sparse = worlds["sparse"][LAYER]
         prefilled = sparse.nnz
         for _ in range(WARMUP_STEPS):
-            work = Events(rng, shape, events)
+            work = Events(rng, shape, events, lifetime)
             for world in worlds.values():
                 work.step(world)
         start_nnz = sparse.nnz
@@ -210,7 +215,7 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
         faults: dict[str, list[int]] = {kind: [] for kind in KINDS}
         auto_kinds = [worlds["auto"][LAYER].storage]
         for round_no in range(rounds):
-            work = Events(rng, shape, events)
+            work = Events(rng, shape, events, lifetime)
             shift = round_no % len(KINDS)
             for kind in KINDS[shift:] + KINDS[:shift]:
                 evict_caches()
@@ -227,7 +232,7 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
         del reference
         # The dense worlds go first: their dirty pages must not be written back during the flushes.
         remove_worlds({kind: worlds.pop(kind) for kind in ("mapped", "memory", "auto")})
-        persist = persist_rounds_of(worlds["sparse"], rng, events, persist_rounds)
+        persist = persist_rounds_of(worlds["sparse"], rng, events, lifetime, persist_rounds)
     finally:
         remove_worlds(worlds)
 
@@ -235,6 +240,7 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
     cells = height * width
     row = {
         "density": density,
+        "lifetime_steps": lifetime,
         "prefilled_nnz": prefilled,
         "start_density": start_nnz / cells,
         "final_density": end_nnz / cells,
@@ -243,6 +249,8 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
         "auto_kinds_seen": sorted(set(auto_kinds), key=auto_kinds.index),
         "step_s": {kind: statistics.median(values) for kind, values in times.items()},
         "step_mean_s": {kind: statistics.fmean(values) for kind, values in times.items()},
+        # Amortized: mean step times, merges of sparse storage included.
+        "amortized_speedup": statistics.fmean(times["memory"]) / statistics.fmean(times["sparse"]),
         "step_faults": {kind: statistics.median(values) for kind, values in faults.items()},
         "ratios": {name: statistics.median(values) for name, values in ratios.items()},
         "ratio_ranges": {name: [min(values), max(values)] for name, values in ratios.items()},
@@ -255,58 +263,8 @@ def step_benchmark(directory: str, shape: tuple[int, int], density: float, event
     return {"row": row, "persist": persist}
 
 
-def steady_state_benchmark(directory: str, shape: tuple[int, int], density: float, events: int, rounds: int,
-                           seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Informational: sparse vs dense memory at ``density`` with cells falling below the threshold.
-
-    In the main rows nothing decays away, so sparse storage never drops a
-    cell. Here the prefilled cells are spread just above the threshold so
-    that about as many fall below it each step as the deposits add: the
-    density holds, and sparse decay pays for dropping cells every step.
-    """
-    kinds = ("sparse", "memory")
-    height, width = shape
-    count = int(density * height * width)
-    lifetime = count / events
-    rng = np.random.default_rng(seed + 1000)
-    worlds: dict[str, worldstore.World] = {}
-    try:
-        for kind in kinds:
-            worlds[kind] = create_world(directory, f"steady-{kind}", shape, kind)
-            prefill(worlds[kind], count, seed, lifetime)
-        sparse = worlds["sparse"][LAYER]
-        for _ in range(WARMUP_STEPS):
-            work = Events(rng, shape, events)
-            for world in worlds.values():
-                work.step(world)
-        start_nnz = sparse.nnz
-        times: dict[str, list[float]] = {kind: [] for kind in kinds}
-        for round_no in range(rounds):
-            work = Events(rng, shape, events)
-            for kind in (kinds if round_no % 2 == 0 else kinds[::-1]):
-                evict_caches()
-                times[kind].append(timed(lambda world=worlds[kind]: work.step(world))[0])
-        end_nnz = sparse.nnz
-        if not np.array_equal(sparse.numpy(), worlds["memory"][LAYER].numpy()):
-            raise RuntimeError("sparse storage disagrees with memory storage in the steady state")
-    finally:
-        remove_worlds(worlds)
-    speedups = [m / s for m, s in zip(times["memory"], times["sparse"])]
-    result = {
-        "density": density, "lifetime_steps": lifetime, "drops_per_step": count / lifetime,
-        "start_density": start_nnz / (height * width), "final_density": end_nnz / (height * width),
-        "step_s": {kind: statistics.median(values) for kind, values in times.items()},
-        "step_mean_s": {kind: statistics.fmean(values) for kind, values in times.items()},
-        "sparse_speedup_over_memory": statistics.median(speedups),
-        "step_round_s": times,
-    }
-    progress(f"  steady state at {density:.1%}: sparse {result['step_s']['sparse'] * 1e3:.2f} ms, "
-             f"memory {result['step_s']['memory'] * 1e3:.2f} ms")
-    return result
-
-
 # -- persisting -----------------------------------------------------------------------
-def persist_rounds_of(world: worldstore.World, rng: np.random.Generator, events: int,
+def persist_rounds_of(world: worldstore.World, rng: np.random.Generator, events: int, lifetime: float,
                       rounds: int) -> dict[str, Any]:
     """Median time of ``world.flush()`` right after a step, over ``rounds`` steps.
 
@@ -314,11 +272,11 @@ def persist_rounds_of(world: worldstore.World, rng: np.random.Generator, events:
     COO datasets from empty.
     """
     shape = world.shape
-    Events(rng, shape, events).step(world)
+    Events(rng, shape, events, lifetime).step(world)
     world.flush()
     times = []
     for _ in range(rounds):
-        Events(rng, shape, events).step(world)
+        Events(rng, shape, events, lifetime).step(world)
         seconds, _ = timed(world.flush)
         times.append(seconds)
     nnz = world[LAYER].nnz
@@ -328,11 +286,12 @@ def persist_rounds_of(world: worldstore.World, rng: np.random.Generator, events:
 
 def persist_control(directory: str, shape: tuple[int, int], nnz: int, events: int, rounds: int,
                     seed: int) -> dict[str, Any]:
-    """The same persisting on a larger sparse world prefilled to about ``nnz`` cells."""
+    """The same persisting on a larger sparse world holding about ``nnz`` cells (a steady state too)."""
     worlds = {"control": create_world(directory, "control", shape, "sparse")}
+    lifetime = nnz / events
     try:
-        prefill(worlds["control"], nnz, seed)
-        result = persist_rounds_of(worlds["control"], np.random.default_rng(seed + 1000), events, rounds)
+        prefill(worlds["control"], nnz, seed, lifetime)
+        result = persist_rounds_of(worlds["control"], np.random.default_rng(seed + 1000), events, lifetime, rounds)
     finally:
         remove_worlds(worlds)
     result.update(height=shape[0], width=shape[1])
@@ -373,18 +332,13 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"{row['density']:>7.1%} {span:>15}  " + " ".join(f"{_ms(step[k]):>8}" for k in KINDS)
               + f" {row['auto_kind']:>7}  {ratios['mapped_over_memory']:>10.3f} "
               f"{ratios['sparse_speedup_over_memory']:>7.1f}x {ratios['auto_over_best']:>9.3f}")
-    print("Mean per step (sparse storage merges its recent cells into its main arrays every few steps):")
+    print("Mean per step, and the amortized speedup of sparse (mean memory / mean sparse): the means include")
+    print("the steps where sparse storage merges its recent runs into its main arrays (at 1%, about every 67 steps):")
     for row in report["densities"]:
         mean = row["step_mean_s"]
         print(f"{row['density']:>7.1%} {'':>15}  " + " ".join(f"{_ms(mean[k]):>8}" for k in KINDS)
+              + f" {'':>7}  {'':>10} {row['amortized_speedup']:>7.1f}x"
               + f"   (auto kinds seen: {', '.join(row['auto_kinds_seen'])})")
-    steady = report["steady_state"]
-    print(f"Steady state (informational, no target) at {steady['density']:.0%}: prefilled just above the threshold, "
-          f"about {steady['drops_per_step']:,.0f} cells")
-    print(f"fall below it each step, as many as the deposits add (density {steady['start_density']:.2%}.."
-          f"{steady['final_density']:.2%}), so sparse decay drops cells every step:")
-    print(f"sparse {_ms(steady['step_s']['sparse'])}, dense memory {_ms(steady['step_s']['memory'])} (medians): "
-          f"sparse {steady['sparse_speedup_over_memory']:.1f}x faster")
     print()
     print("Persisting the sparse state: world.flush() right after a step (median), against nnz:")
     print(f"{'world':>15} {'nnz':>11} {'flush':>10}")
@@ -402,8 +356,8 @@ def print_report(report: dict[str, Any]) -> None:
     targets, verdict = report["targets"], report["pass"]
     print(f"dense mapped <= {targets['mapped_over_memory']:.2f}x dense memory at every density: "
           f"{_yes(verdict['mapped_within_target'])}")
-    print(f"sparse >= {targets['sparse_speedup_at_1pct']:.0f}x faster than dense memory at 1%: "
-          f"{_yes(verdict['sparse_speedup_at_1pct'])}")
+    print(f"sparse >= {targets['sparse_speedup_at_1pct']:.0f}x faster than dense memory at 1%, per step (median) "
+          f"and amortized (means): {_yes(verdict['sparse_speedup_at_1pct'])}")
     print(f"auto <= {targets['auto_over_best_at_10pct']:.1f}x the fastest kind at 10%: "
           f"{_yes(verdict['auto_at_10pct'])}")
     print(f"total run time {report['wall_s']:.0f} s")
@@ -412,7 +366,7 @@ def print_report(report: dict[str, Any]) -> None:
 # -- main ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "a 1024 x 1024 world and few rounds (seconds; for CI)",
-                              "timed rounds per density (default 9, --quick 3)")
+                              "timed rounds per density (default 100, --quick 3)")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     rounds = config["rounds"] if args.rounds is None else args.rounds
@@ -451,14 +405,10 @@ def main(argv: list[str] | None = None) -> int:
                                   progress)
                    for index, density in enumerate(DENSITIES)]
         rows = [result["row"] for result in results]
-        progress("steady state (informational): cells falling below the threshold every step ...")
-        steady = steady_state_benchmark(directory, shape, 0.01, events, rounds, 3, progress)
         persist = [result["persist"] for result in results]
         base = persist[DENSITIES.index(0.01)]
         progress(f"persisting on a {control_shape[0]} x {control_shape[1]} control world ...")
-        # Prefilled so that after its steps it holds about as many cells as the 1% case did.
-        prefill_count = max(1, base["nnz"] - (config["persist_rounds"] + 1) * events)
-        control = persist_control(directory, control_shape, prefill_count, events, config["persist_rounds"], 7)
+        control = persist_control(directory, control_shape, base["nnz"], events, config["persist_rounds"], 7)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -478,7 +428,6 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds, "warmup_steps": WARMUP_STEPS, "persist_rounds": config["persist_rounds"],
         "ratio_descriptions": RATIOS,
         "densities": rows,
-        "steady_state": steady,
         "persist": persist,
         "persist_control": control,
         "persist_cost": {"ns_per_cell": slope * 1e9, "fixed_s": low["flush_s"] - slope * low["nnz"]},
@@ -487,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         "pass": {
             "mapped_within_target": all(row["ratios"]["mapped_over_memory"] <= MAPPED_TARGET for row in rows),
             "sparse_speedup_at_1pct":
-                by_density[0.01]["ratios"]["sparse_speedup_over_memory"] >= SPARSE_SPEEDUP_TARGET,
+                min(by_density[0.01]["ratios"]["sparse_speedup_over_memory"],
+                    by_density[0.01]["amortized_speedup"]) >= SPARSE_SPEEDUP_TARGET,
             "auto_at_10pct": by_density[0.1]["ratios"]["auto_over_best"] <= AUTO_TARGET,
         },
     }

@@ -65,32 +65,22 @@ def test_ratios_are_medians_of_paired_rounds(report):
             assert positive(row["ratios"][name])
             assert row["ratios"][name] == pytest.approx(statistics.median(values))
             assert row["ratio_ranges"][name] == pytest.approx([min(values), max(values)])
+        assert row["amortized_speedup"] == pytest.approx(statistics.fmean(times["memory"])
+                                                         / statistics.fmean(times["sparse"]))
 
 
-def test_reports_densities_and_the_automatic_choice(report):
+def test_reports_steady_densities_and_the_automatic_choice(report):
     cells = report["world"]["height"] * report["world"]["width"]
     for row in report["densities"]:
         assert row["prefilled_nnz"] == int(row["density"] * cells)
-        # Nothing decays away at 0.999 over a few steps; deposits only add cells.
-        assert 0 < row["start_density"] <= row["final_density"] <= 1
+        assert row["lifetime_steps"] == pytest.approx(row["density"] * cells / report["events_per_step"])
+        # A steady state: about as many cells fall below the threshold each step as the deposits add.
+        for key in ("start_density", "final_density"):
+            assert row[key] == pytest.approx(row["density"], rel=0.25), key
         assert row["final_density"] == pytest.approx(row["nnz"] / cells)
-        assert row["prefilled_nnz"] <= row["nnz"]
         assert row["auto_kind"] in ("sparse", "mapped")
         assert row["auto_kind"] == row["auto_kinds_seen"][-1]
         assert set(row["auto_kinds_seen"]) <= {"sparse", "mapped"}
-
-
-def test_steady_state_drops_cells_and_holds_the_density(report):
-    steady = report["steady_state"]
-    assert steady["density"] == 0.01
-    assert set(steady["step_s"]) == set(steady["step_mean_s"]) == set(steady["step_round_s"]) == {"sparse", "memory"}
-    assert all(positive(value) for value in list(steady["step_s"].values()) + list(steady["step_mean_s"].values()))
-    assert all(len(times) == report["rounds"] for times in steady["step_round_s"].values())
-    assert positive(steady["sparse_speedup_over_memory"])
-    assert positive(steady["lifetime_steps"])
-    assert steady["drops_per_step"] == pytest.approx(report["events_per_step"])
-    # As many cells fall below the threshold as the deposits add: the density holds.
-    assert steady["final_density"] == pytest.approx(steady["start_density"], rel=0.1)
 
 
 def test_persisting_follows_nnz_with_a_larger_control_world(report):
@@ -121,7 +111,8 @@ def test_targets_and_verdicts_agree_with_the_figures(report):
     assert verdict["mapped_within_target"] == all(
         row["ratios"]["mapped_over_memory"] <= targets["mapped_over_memory"] for row in rows.values())
     assert verdict["sparse_speedup_at_1pct"] == (
-        rows[0.01]["ratios"]["sparse_speedup_over_memory"] >= targets["sparse_speedup_at_1pct"])
+        min(rows[0.01]["ratios"]["sparse_speedup_over_memory"], rows[0.01]["amortized_speedup"])
+        >= targets["sparse_speedup_at_1pct"])
     assert verdict["auto_at_10pct"] == (rows[0.1]["ratios"]["auto_over_best"] <= targets["auto_over_best_at_10pct"])
 
 
@@ -138,7 +129,7 @@ def test_human_output_states_machine_sizes_and_targets(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for text in ("machine", "QUICK MODE", "1024 x 1024", "2048 x 2048", "1 timed", "warm-up", "sparse", "mapped",
-                 "memory", "auto", "world.flush()", "control", "dense mapped <= 1.10x", ">= 20x", "<= 1.2x"):
+                 "memory", "auto", "world.flush()", "control", "dense mapped <= 1.10x", ">= 20x", "<= 1.2x", "amortized"):
         assert text in out, text
     assert os.listdir(tmp_path) == []
 

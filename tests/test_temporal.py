@@ -116,17 +116,24 @@ def test_random_workloads_match_the_reference_to_float32_tolerance(tmp_path, act
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions_list=st.lists(actions, min_size=1, max_size=20), decay=st.sampled_from([0.5, 1.0]),
-       threshold=st.sampled_from([0.0, 0.25]), merge_every=st.integers(1, 3), compact=st.sampled_from([1, 4, 99]))
-def test_sparse_merges_and_filter_rebuilds_keep_values_exact(tmp_path, monkeypatch, actions_list, decay,
-                                                             threshold, merge_every, compact):
-    """Sparse storage under pressure: runs merged after every 1-3 deposits, a filter so
-    small that most absent cells are "maybe held" and it is rebuilt on almost every deposit,
-    and decay keeping fallen cells as zeros (compact=1) or compacting at once (99)."""
+       threshold=st.sampled_from([0.0, 0.25]), merge_every=st.sampled_from([1, 2, 3, 8]), run_min=st.sampled_from([1, 1000]), compact=st.sampled_from([1, 4, 99]),
+       width=st.sampled_from([1, 16]), native=st.booleans())
+def test_sparse_merges_and_tag_rebuilds_keep_values_exact(tmp_path, monkeypatch, actions_list, decay,
+                                                             threshold, merge_every, run_min, compact, width, native):
+    """Sparse storage under pressure: runs merged after every 1-8 deposits (or once they
+    outgrow main), tags so few
+    that most cells share a slot and they are rebuilt on almost every deposit,
+    decay keeping fallen cells as zeros (compact=1) or compacting at once (99), and
+    block lookups of one cell (width=1) or sixteen, with the compiled kernels or without."""
+    from worldstore import _native
     from worldstore.storage import sparse
+    if not native:  # the numpy twins of the compiled kernels
+        monkeypatch.setattr(_native, "library", None)
     monkeypatch.setattr(sparse, "_MAX_RUNS", merge_every)
     monkeypatch.setattr(sparse, "_COMPACT_FRACTION", compact)
-    monkeypatch.setattr(sparse, "_RUN_MIN", 1)
-    monkeypatch.setattr(sparse, "_FILTER_MIN_BITS", 2)
+    monkeypatch.setattr(sparse, "_RUN_MIN", run_min)
+    monkeypatch.setattr(sparse.CellTags, "MIN_BITS", 2)
+    monkeypatch.setattr(sparse.BlockIndex, "WIDTH", width)  # 1: most lookups fall back to a binary search
     final, _, expected = run(tmp_path, actions_list, decay, threshold,
                              lambda rng, n: rng.integers(-8, 9, n).astype(np.float32) / 4)
     for name, values in final.items():

@@ -101,6 +101,8 @@ def stable_order(cells: np.ndarray) -> np.ndarray:
     because their positions do. Falls back to a stable argsort when the key
     would overflow.
     """
+    if not len(cells):
+        return np.empty(0, dtype=np.int64)
     shift = max(1, len(cells) - 1).bit_length()
     if int(cells.max()) >= (1 << (62 - shift)):
         return np.argsort(cells, kind="stable")

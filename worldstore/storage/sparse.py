@@ -1,12 +1,12 @@
 """``sparse`` storage: a temporal layer as its non-zero cells only (COO).
 
 State in RAM is O(nnz): the row-major linear indices of the non-zero cells
-(int64), their values, and a small membership filter (about 4 bytes per
-cell). Deposits find their cells through the filter and a binary search,
-decay is a multiply and a filter over the values, and ``flush`` writes the
-coordinates and values to the layer's COO datasets: work and bytes follow the
-number of active cells, not the grid size. A dense array is built only when
-asked for (``array``), never kept.
+(int64), their values, and small structures to find them (about 4 bytes per
+cell, see :mod:`._cells`). A deposit costs about what its own events cost,
+decay is a multiply and a threshold test over the values, and ``flush``
+writes the coordinates and values to the layer's COO datasets: work and bytes
+follow the number of active cells, not the grid size. A dense array is built
+only when asked for (``array``), never kept.
 """
 
 from __future__ import annotations
@@ -14,24 +14,29 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .. import _schema
+from .. import _native, _schema
 from ..spec import WorldSpec
 from ..temporal import stable_order, update
+from ._cells import BlockIndex, CellTags, RunLog, no_hugepages, ranges
 
 
 class SparseStorage:
-    """A temporal layer held as sorted (cell, value) runs, persisted as COO datasets.
+    """A temporal layer held as sorted (cell, value) arrays, persisted as COO datasets.
 
-    The cells live in *parts*: a large sorted *main* part and a short list of
-    sorted *runs*, each holding the cells that one deposit added. No cell is
-    in two parts. A deposit asks the :class:`_Filter` which of its cells may
-    already be present; only those are binary-searched, and the rest (at low
-    density, nearly all) are appended as one new run without touching main.
-    The runs are merged into main (:meth:`_settle`) when there are
-    ``_MAX_RUNS`` of them or they hold more than half as many cells as main,
-    and before anything reads the cells in order: a merge copies every cell,
-    so doing it once per many deposits is what keeps a step's cost near the
-    size of its deposit.
+    The cells live in a large sorted *main* array (with a :class:`BlockIndex`)
+    and a :class:`RunLog` of recent *runs*, each the sorted cells that one
+    deposit added; no cell is in both. A deposit asks :class:`CellTags` where
+    its cells may be held: only those cells are looked up, each in the one
+    place its tag names, and the rest (at low density, nearly all) are
+    appended as a new run without touching main. The runs are merged into
+    main (:meth:`_settle`) when they hold more cells than main or there are
+    ``_MAX_RUNS`` of them, and before anything reads the cells in order: a
+    merge copies every cell, so doing it once per many deposits keeps a
+    step's cost near the size of its deposit.
+
+    Cells that decay below the threshold become zeros in place (one multiply,
+    no copy); main is compacted when a quarter of it is zeros, the runs when
+    they are merged. ``nnz`` counts the non-zero cells exactly.
     """
 
     kind = "sparse"
@@ -45,12 +50,15 @@ class SparseStorage:
         self._dtype = spec.layer(name).np_dtype
         cells = np.asarray(cells, dtype=np.int64)
         values = np.asarray(values, dtype=self._dtype)
-        order = np.argsort(cells, kind="stable")
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = [(cells[order], values[order])]
-        #: Entries holding 0: cells that decayed below the threshold but were
-        #: zeroed in place rather than removed, or that a deposit brought to 0.
-        self._zeros = len(values) - int(np.count_nonzero(values))
-        self._filter = _Filter(self._parts, max(_RUN_MIN, len(cells)))
+        keep = values != 0
+        cells, values = cells[keep], values[keep]
+        order = stable_order(cells)
+        self._set_main(cells[order], values[order], len(cells))
+        self._log = RunLog(self._dtype, self._shape[0] * self._shape[1])
+        #: Entries holding 0: cells that fell below the threshold, zeroed in
+        #: place rather than removed, or that a deposit brought to exactly 0.
+        self._zeros = 0
+        self._tags = CellTags(self._main_cells, [], max(_RUN_MIN, len(cells)))
         self._writable = writable
 
     @classmethod
@@ -65,22 +73,28 @@ class SparseStorage:
         cells = coords[:, 0].astype(np.int64) * spec.width + coords[:, 1]
         return cls(group, spec, name, cells, values, writable)
 
+    def _set_main(self, cells: np.ndarray, values: np.ndarray, count: int) -> None:
+        """Main is the first ``count`` entries of the buffers ``cells`` and ``values``."""
+        self._cells_buffer, self._values_buffer = cells, values
+        self._main_cells, self._main_values = cells[:count], values[:count]
+        self._index = BlockIndex(self._main_cells, self._shape[0] * self._shape[1])
+
     # -- reading ----------------------------------------------------------
     @property
     def cells(self) -> np.ndarray:
-        """Sorted row-major linear indices of the non-zero cells."""
+        """Sorted row-major linear indices of the stored cells (zeros included until merged)."""
         self._settle()
-        return self._parts[0][0]
+        return self._main_cells
 
     @property
     def values(self) -> np.ndarray:
-        """Values of the non-zero cells, in the order of :attr:`cells`."""
+        """Values of the stored cells, in the order of :attr:`cells`."""
         self._settle()
-        return self._parts[0][1]
+        return self._main_values
 
     @property
     def nnz(self) -> int:
-        return sum(len(cells) for cells, _ in self._parts) - self._zeros
+        return len(self._main_cells) + len(self._log) - self._zeros
 
     @property
     def array(self) -> np.ndarray:
@@ -92,23 +106,20 @@ class SparseStorage:
     def private_array(self) -> np.ndarray:
         dense = np.zeros(self._shape, dtype=self._dtype)
         flat = dense.reshape(-1)
-        for cells, values in self._parts:
-            flat[cells] = values
+        flat[self._main_cells] = self._main_values
+        flat[self._log.cells] = self._log.values
         return dense
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         """``(nnz, 2)`` int64 ``(y, x)`` of the non-zero cells, row-major order, and a copy of their values."""
-        cells, values = self.cells, self.values
-        if self._zeros:
-            cells, values = _nonzero(cells, values)
-        else:
-            values = values.copy()
-        return np.stack(np.divmod(cells, self._shape[1]), axis=1), values
+        self._settle()  # also drops the zeros
+        return np.stack(np.divmod(self._main_cells, self._shape[1]), axis=1), self._main_values.copy()
 
     def window(self, rows: slice, cols: slice) -> np.ndarray:
         """Dense copy of ``[rows, cols]``, touching only the entries inside the window.
 
-        Per window row and part, two binary searches find that row's entries.
+        Per window row, binary searches in main and in the runs find that
+        row's entries.
         """
         height, width = self._shape
         r0, r1, _ = rows.indices(height)
@@ -117,16 +128,11 @@ class SparseStorage:
         if out.size == 0:
             return out
         row_starts = np.arange(r0, r1, dtype=np.int64) * width
-        for cells, values in self._parts:
-            lo = np.searchsorted(cells, row_starts + c0)
-            hi = np.searchsorted(cells, row_starts + c1)
-            counts = hi - lo
-            total = int(counts.sum())
-            if total == 0:
-                continue
-            picks = np.repeat(lo - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(total)
-            inside = cells[picks]
-            out[inside // width - r0, inside % width - c0] = values[picks]
+        picks = ranges(np.searchsorted(self._main_cells, row_starts + c0),
+                       np.searchsorted(self._main_cells, row_starts + c1))
+        for cells, values in ((self._main_cells[picks], self._main_values[picks]),
+                              self._log.window_entries(row_starts, c0, c1)):
+            out[cells // width - r0, cells % width - c0] = values
         return out
 
     # -- changing ---------------------------------------------------------
@@ -134,67 +140,97 @@ class SparseStorage:
         """Apply combined deposits (sorted unique cells) as the dense layer would."""
         if not len(cells):
             return
-        new = ~self._filter.may_hold(cells)
-        maybe = np.flatnonzero(~new)
-        if len(maybe):
-            asked, amounts = cells[maybe], values[maybe]
-            found = np.zeros(len(maybe), dtype=bool)
-            for part_cells, part_values in self._parts:
-                hit, at = _locate(part_cells, asked)
-                if hit.any():
-                    at = at[hit]
-                    was_zero = int(np.count_nonzero(part_values[at] == 0))
-                    update(part_values, at, amounts[hit], mode)
-                    self._zeros += int(np.count_nonzero(part_values[at] == 0)) - was_zero
-                    found |= hit
-            new[maybe[~found]] = True
+        tags = self._tags.lookup(cells)
+        new = tags == CellTags.EMPTY
+        known = np.flatnonzero(~new)
+        if len(known):
+            found = self._update_held(tags[known], cells[known], values[known], mode)
+            new[known[~found]] = True
         fresh_cells, fresh = cells[new], values[new]
         if mode == "max":  # an absent cell holds 0
             fresh = np.maximum(fresh, self._dtype.type(0))
         nonzero = fresh != 0
         if not nonzero.all():
             fresh_cells, fresh = fresh_cells[nonzero], fresh[nonzero]
-        if len(fresh_cells):
-            self._parts.append((fresh_cells, fresh))
-            if not self._filter.add(fresh_cells):
-                self._filter = _Filter(self._parts, self.nnz)  # twice the cells it holds
-            in_runs = sum(len(run_cells) for run_cells, _ in self._parts[1:])
-            if len(self._parts) > _MAX_RUNS or in_runs > max(_RUN_MIN, len(self._parts[0][0]) // 2):
-                self._settle()
+        if not len(fresh_cells):
+            return
+        run = self._log.append(fresh_cells, fresh)
+        if not self._tags.add(fresh_cells, run):  # full: rebuild, sized for twice what it holds
+            self._tags = CellTags(self._main_cells, self._log.cells_by_run(), self.nnz)
+        if (self._log.runs >= _MAX_RUNS or len(self._log) > max(_RUN_MIN, _LOG_RATIO * len(self._main_cells))
+                or self._zeros > self.nnz):
+            self._settle()
+
+    def _update_held(self, tags: np.ndarray, cells: np.ndarray, amounts: np.ndarray, mode: str) -> np.ndarray:
+        """Update the cells that their tags say may be held; return which were."""
+        found = np.zeros(len(cells), dtype=bool)
+        several = tags == CellTags.SEVERAL
+        in_main = np.flatnonzero((tags == CellTags.MAIN) | several)
+        if len(in_main):
+            hit, at = self._index.locate(cells[in_main])
+            self._update(self._main_values, at[hit], amounts[in_main[hit]], mode)
+            found[in_main[hit]] = True
+        if not len(self._log):
+            return found
+        in_run = np.flatnonzero((tags >= CellTags.FIRST_RUN) & ~several)
+        everywhere = np.flatnonzero(several & ~found)
+        asked = np.concatenate([in_run, np.repeat(everywhere, self._log.runs)])
+        runs = np.concatenate([tags[in_run].astype(np.int64) - CellTags.FIRST_RUN,
+                               np.tile(np.arange(self._log.runs), len(everywhere))])
+        hit, at = self._log.find(runs, cells[asked])
+        self._update(self._log.values, at[hit], amounts[asked[hit]], mode)  # a cell is in one run at most
+        found[asked[hit]] = True
+        return found
+
+    def _update(self, values: np.ndarray, at: np.ndarray, amounts: np.ndarray, mode: str) -> None:
+        """:func:`update` at positions ``at`` of ``values``, keeping the count of zeros."""
+        if len(at):
+            was_zero = int(np.count_nonzero(values[at] == 0))
+            update(values, at, amounts, mode)
+            self._zeros += int(np.count_nonzero(values[at] == 0)) - was_zero
 
     def _settle(self) -> None:
-        """Merge the runs into main (the filter already knows their cells) and drop zeros."""
-        if len(self._parts) == 1 and not self._zeros:
+        """Merge the runs into main, dropping zeros (the tags already know the cells).
+
+        The merge works in place in main's buffers, which grow by half when
+        full: fresh memory costs page faults, and those would cost more than
+        the merge itself.
+        """
+        if not len(self._log) and not self._zeros:
             return
-        if self._zeros:
-            self._parts = [_nonzero(cells, values) for cells, values in self._parts]
-            self._zeros = 0
-        main_cells, main_values = self._parts[0]
-        if len(self._parts) == 1:
-            return
-        cells = np.concatenate([part_cells for part_cells, _ in self._parts[1:]])
-        values = np.concatenate([part_values for _, part_values in self._parts[1:]])
-        order = stable_order(cells)  # the runs' cells are distinct: any order of ties will do
-        cells, values = cells[order], values[order]
-        if len(main_cells):
-            cells = np.concatenate([main_cells, cells])
-            values = np.concatenate([main_values, values])
-            order = np.argsort(cells, kind="stable")  # two sorted runs: one merge pass (timsort)
-            cells, values = cells[order], values[order]
-        self._parts = [(cells, values)]
+        count = len(self._main_cells)
+        cells, values = self._cells_buffer, self._values_buffer
+        with no_hugepages():
+            if len(self._log):
+                run_cells, run_values = self._log.cells, self._log.values
+                order = stable_order(run_cells)  # the runs' cells are distinct: any order of ties will do
+                run_cells, run_values = run_cells[order], run_values[order]
+                need = count + len(run_cells)
+                if need > len(cells):
+                    capacity = need + need // 2
+                    cells, values = np.empty(capacity, np.int64), np.empty(capacity, self._dtype)
+                    cells[:count], values[:count] = self._main_cells, self._main_values
+                _native.merge_into(cells, values, count, run_cells, run_values)
+                count = need
+            if self._zeros:
+                count = _native.compact(cells, values, count)
+            if 4 * count < len(cells) and len(cells) > _RUN_MIN:  # mostly empty: give memory back
+                cells, values = cells[:count].copy(), values[:count].copy()
+            self._set_main(cells, values, count)
+        self._log.clear()
+        self._zeros = 0
+        # Fresh tags: about as cheap as retagging every slot MAIN, and cells that left lose theirs.
+        self._tags = CellTags(self._main_cells, [], max(_RUN_MIN, _LOG_RATIO * count))
 
     def decay(self, decay: float, threshold: float) -> int:
-        """``v <- v * decay``; cells with ``|v| < threshold`` become 0. Returns nnz.
-
-        A part where few cells fell below keeps them as zeros (one multiply by
-        the keep-mask, no copy); one where many did is compacted. Zeros leave
-        for good when the runs are merged.
-        """
+        """``v <- v * decay``; cells with ``|v| < threshold`` become 0. Returns nnz."""
         factor = self._dtype.type(decay)
-        decayed = [_decay(cells, values, factor, threshold) for cells, values in self._parts]
-        self._parts = [(cells, values) for index, (cells, values, _) in enumerate(decayed)
-                       if index == 0 or len(cells)]
-        self._zeros = sum(zeros for _, _, zeros in decayed)
+        main_zeros = _native.decay(self._main_values, factor, threshold)
+        if main_zeros * _COMPACT_FRACTION > len(self._main_values):
+            count = _native.compact(self._cells_buffer, self._values_buffer, len(self._main_cells))
+            self._set_main(self._cells_buffer, self._values_buffer, count)
+            main_zeros = 0
+        self._zeros = main_zeros + _native.decay(self._log.values, factor, threshold)
         return self.nnz
 
     def flush(self) -> None:
@@ -205,91 +241,11 @@ class SparseStorage:
         self._group = None
 
 
-#: Runs are merged into main when there are more than _MAX_RUNS of them, or
-#: when they hold more than max(_RUN_MIN, main / 2) cells.
-_MAX_RUNS = 16
+#: Runs are merged into main when there are _MAX_RUNS of them, or when they
+#: hold more than max(_RUN_MIN, _LOG_RATIO * main) cells: a merge copies main,
+#: so the more cells the runs gather first, the less a merge costs per cell.
+_MAX_RUNS = CellTags.MAX_RUNS
 _RUN_MIN = 1 << 16
-#: The filter has at least 2**_FILTER_MIN_BITS slots.
-_FILTER_MIN_BITS = 12
-#: Decay compacts a part when more than 1/_COMPACT_FRACTION of it is zeros.
+_LOG_RATIO = 1
+#: Decay compacts main when more than 1/_COMPACT_FRACTION of it is zeros.
 _COMPACT_FRACTION = 4
-
-
-class _Filter:
-    """Which cells may be held: one bit per hash slot, at most an eighth of the slots set.
-
-    ``may_hold`` is never wrong about a held cell; for an absent one it says
-    "maybe" with probability below the load (<= 1/8 while no more cells were
-    added than it was sized for; then ``add`` asks for a rebuild). Cells that
-    decay away keep their bit until the next rebuild: that only costs a
-    binary search. Size: 8 bits per cell it was sized for (held + growth),
-    rounded up to a power of two: 1 to 2 bytes per cell.
-    """
-
-    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: odd, bits well mixed
-
-    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]], growth: int):
-        held = sum(len(cells) for cells, _ in parts)
-        self._bits = max(_FILTER_MIN_BITS, int(8 * (held + growth) - 1).bit_length())
-        self._shift = np.uint64(64 - self._bits)
-        self._room = (1 << self._bits) // 8 - held
-        slots = np.zeros(1 << self._bits, dtype=np.uint8)  # one byte per bit while building
-        for cells, _ in parts:
-            slots[self._hash(cells)] = 1
-        self._words = np.packbits(slots, bitorder="little")
-
-    def _hash(self, cells: np.ndarray) -> np.ndarray:
-        return (cells.view(np.uint64) * self._MULTIPLIER) >> self._shift
-
-    def may_hold(self, cells: np.ndarray) -> np.ndarray:
-        slot = self._hash(cells)
-        bit = (slot & np.uint64(7)).astype(np.uint8)
-        return ((self._words[slot >> np.uint64(3)] >> bit) & np.uint8(1)).view(bool)
-
-    def add(self, cells: np.ndarray) -> bool:
-        """Mark ``cells`` held; False once more cells were added than it was sized for.
-
-        The slots are sorted and each byte is written once with the OR of its
-        bits: faster than ``np.bitwise_or.at``, and the writes go in address order.
-        """
-        if len(cells):
-            slots = np.sort(self._hash(cells))
-            words = slots >> np.uint64(3)
-            bits = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
-            starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]])
-            self._words[words[starts]] |= np.bitwise_or.reduceat(bits, starts)
-        self._room -= len(cells)
-        return self._room >= 0
-
-
-def _locate(sorted_cells: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For sorted ``cells``: which are in ``sorted_cells``, and their positions there."""
-    at = np.searchsorted(sorted_cells, cells)
-    hit = at < len(sorted_cells)
-    hit[hit] = sorted_cells[at[hit]] == cells[hit]
-    return hit, at
-
-
-def _nonzero(cells: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = values != 0
-    return cells[keep], values[keep]
-
-
-def _decay(cells: np.ndarray, values: np.ndarray, factor,
-           threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decay one part in place; return it (compacted if many of it are zeros) and its zeros."""
-    if not len(values):
-        return cells, values, 0
-    if factor != 1:
-        np.multiply(values, factor, out=values)
-    # Nothing falls below when every value is at or above the threshold (or at
-    # or below minus it): two reductions instead of building a mask.
-    if threshold > 0 and (values.min() >= threshold or values.max() <= -threshold):
-        return cells, values, 0
-    keep = np.abs(values) >= threshold if threshold > 0 else values != 0  # zeros fail both
-    zeros = len(values) - int(np.count_nonzero(keep))
-    if zeros * _COMPACT_FRACTION > len(values):
-        return cells[keep], values[keep], 0
-    if zeros:
-        np.multiply(values, keep, out=values)  # zero in place: no copy of the part
-    return cells, values, zeros

@@ -1,0 +1,155 @@
+"""worldstore's compiled kernels (``_kernels.c``), each with its numpy twin.
+
+The kernels are loaded with ctypes from the shared library built at install
+time. Where it is missing (no compiler when installing) or
+``WORLDSTORE_NATIVE=0`` is set, the numpy twins run instead: same results,
+bit for bit, only slower. The tests run both and compare.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("WORLDSTORE_NATIVE", "1") == "0":
+        return None
+    for path in sorted(glob.glob(os.path.join(_HERE, "_kernels*.so")) + glob.glob(os.path.join(_HERE, "_kernels*.pyd"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        library.ws_merge_back.restype = ctypes.c_int
+        library.ws_merge_back.argtypes = [ptr, ptr, i64, ptr, ptr, i64, i64]
+        library.ws_compact.restype = i64
+        library.ws_compact.argtypes = [ptr, ptr, i64, i64]
+        library.ws_locate_sorted.restype = None
+        library.ws_locate_sorted.argtypes = [ptr, i64, ptr, i64, ptr, ptr]
+        library.ws_block_starts.restype = None
+        library.ws_block_starts.argtypes = [ptr, i64, i64, ptr, i64]
+        library.ws_tags_mark.restype = None
+        library.ws_tags_mark.argtypes = [ptr, i64, ptr, i64, ctypes.c_uint8, ctypes.c_uint8]
+        library.ws_decay_f32.restype = i64
+        library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
+        library.ws_decay_f64.restype = i64
+        library.ws_decay_f64.argtypes = [ptr, i64, ctypes.c_double, ctypes.c_double]
+        return library
+    return None
+
+
+#: The loaded library, or None: then every function here uses numpy.
+library = _load()
+
+
+def _ptr(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+def merge_into(cells: np.ndarray, values: np.ndarray, count: int, new_cells: np.ndarray,
+               new_values: np.ndarray) -> None:
+    """Merge sorted ``new_cells`` (none already held) into the first ``count`` entries of
+    ``cells``/``values``, in place: the buffers must have room for ``count + len(new_cells)``."""
+    end = count + len(new_cells)
+    if end > len(cells) or end > len(values):
+        raise ValueError(f"merge_into: buffers of {len(cells)} entries cannot hold {end}")
+    if library is None or not (cells.flags.c_contiguous and values.flags.c_contiguous):
+        merged = np.concatenate([cells[:count], new_cells])
+        order = np.argsort(merged, kind="stable")  # two sorted runs: one merge pass (timsort)
+        cells[:end] = merged[order]
+        values[:end] = np.concatenate([values[:count], new_values])[order]
+        return
+    new_cells = np.ascontiguousarray(new_cells, np.int64)
+    new_values = np.ascontiguousarray(new_values, values.dtype)
+    library.ws_merge_back(_ptr(cells), _ptr(values), count, _ptr(new_cells), _ptr(new_values), len(new_cells),
+                          values.itemsize)
+
+
+def compact(cells: np.ndarray, values: np.ndarray, count: int) -> int:
+    """Drop the zero-valued entries among the first ``count``, in place; return how many are left."""
+    if library is None or not (cells.flags.c_contiguous and values.flags.c_contiguous):
+        keep = np.flatnonzero(values[:count] != 0)
+        cells[:len(keep)] = cells[keep]
+        values[:len(keep)] = values[keep]
+        return len(keep)
+    return int(library.ws_compact(_ptr(cells), _ptr(values), count, values.itemsize))
+
+
+def locate_sorted(cells: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ascending ``queries``: which are in sorted ``cells`` and where (their lower bounds)."""
+    if library is None or not len(queries):
+        return locate_numpy(cells, queries)
+    cells, queries = np.ascontiguousarray(cells, np.int64), np.ascontiguousarray(queries, np.int64)
+    at = np.empty(len(queries), dtype=np.int64)
+    hit = np.empty(len(queries), dtype=bool)
+    library.ws_locate_sorted(_ptr(cells), len(cells), _ptr(queries), len(queries), _ptr(at), _ptr(hit))
+    return hit, at
+
+
+def locate_numpy(cells: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    at = np.searchsorted(cells, queries)
+    hit = at < len(cells)
+    hit[hit] = cells[at[hit]] == queries[hit]
+    return hit, at
+
+
+def block_starts(cells: np.ndarray, shift: int, blocks: int) -> np.ndarray:
+    """``starts[b]``: the first position of a cell >= ``b << shift`` in sorted ``cells``, for b in [0, blocks]."""
+    if library is None:
+        return locate_numpy(cells, np.arange(blocks + 1, dtype=np.int64) << shift)[1]
+    cells = np.ascontiguousarray(cells, np.int64)
+    starts = np.empty(blocks + 1, dtype=np.int64)
+    library.ws_block_starts(_ptr(cells), len(cells), shift, _ptr(starts), blocks)
+    return starts
+
+
+def hash_slots(cells: np.ndarray, bits: int) -> np.ndarray:
+    """Fibonacci hashing of cells into ``2**bits`` slots: the top bits of ``cell * K`` (K odd, bits well mixed)."""
+    return (np.ascontiguousarray(cells, np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            ) >> np.uint64(64 - bits)
+
+
+def tags_mark(slots: np.ndarray, bits: int, cells: np.ndarray, tag: int, several: int) -> None:
+    """Give the hash slots of ``cells`` (Fibonacci hashing into 2**bits slots) ``tag``, or ``several``
+    where a slot already holds another tag."""
+    if library is None or not len(cells):
+        slot = hash_slots(cells, bits)
+        found = slots[slot]
+        slots[slot] = np.where((found == 0) | (found == tag), np.uint8(tag), np.uint8(several))
+        return
+    cells = np.ascontiguousarray(cells, np.int64)
+    library.ws_tags_mark(_ptr(cells), len(cells), _ptr(slots), bits, tag, several)
+
+
+def decay(values: np.ndarray, factor, threshold: float) -> int:
+    """In place: ``v *= factor``, then ``v *= |v| >= threshold`` (threshold > 0); return how many are 0.
+
+    ``factor`` is a scalar of the values' dtype; comparisons are made in that
+    dtype, as numpy makes them against a Python float.
+    """
+    if library is not None and values.flags.c_contiguous and values.dtype in (np.float32, np.float64) and len(values):
+        kernel = library.ws_decay_f32 if values.dtype == np.float32 else library.ws_decay_f64
+        return int(kernel(_ptr(values), len(values), float(factor), float(values.dtype.type(threshold))))
+    return decay_numpy(values, factor, threshold)
+
+
+def decay_numpy(values: np.ndarray, factor, threshold: float) -> int:
+    if not len(values):
+        return 0
+    if factor != 1:
+        np.multiply(values, factor, out=values)
+    # Nothing falls below when every value is at or above the threshold (or at
+    # or below minus it): two reductions instead of building a mask.
+    if threshold > 0 and (values.min() >= threshold or values.max() <= -threshold):
+        return 0
+    keep = np.abs(values) >= threshold if threshold > 0 else values != 0  # zeros fail both
+    zeros = len(values) - int(np.count_nonzero(keep))
+    if zeros and threshold > 0:
+        np.multiply(values, keep, out=values)
+    return zeros
