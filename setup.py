@@ -30,6 +30,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("worldstore._kernels", ["worldstore/_kernels.c"],
-                           extra_compile_args=["-O3", "-fno-fast-math", "-fno-trapping-math", "-ffp-contract=off"])],
+                           extra_compile_args=["-O3", "-fno-fast-math", "-fno-trapping-math", "-ffp-contract=off",
+                                               "-pthread"],
+                           extra_link_args=["-pthread"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

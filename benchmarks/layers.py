@@ -571,44 +571,70 @@ def benchmark_parser(doc: str, quick_help: str, rounds_help: str) -> argparse.Ar
     return parser
 
 
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None, full: dict[str, Any],
+                         quick: dict[str, Any]) -> tuple[argparse.Namespace, dict[str, Any], int]:
+    """Parse, then check the options every benchmark shares: ``(args, FULL or QUICK config, rounds)``."""
+    args = parser.parse_args(argv)
+    config = quick if args.quick else full
+    rounds = config["rounds"] if args.rounds is None else args.rounds
+    if rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {rounds}")
+    if not os.path.isdir(args.dir):
+        parser.error(f"--dir {args.dir!r} is not a directory")
+    return args, config, rounds
+
+
+def room_error(directory: str, need_disk: int, need_ram: int) -> str | None:
+    """Why a benchmark cannot run here (too little free disk under ``directory`` or available RAM), or None."""
+    free_disk = shutil.disk_usage(directory).free
+    if free_disk < need_disk:
+        return (f"not enough free disk space in {directory}: the benchmark needs {_bytes_text(need_disk)}, "
+                f"{_bytes_text(free_disk)} is free. Pass --dir to a roomier place, or use --quick.")
+    free_ram = mem_available()
+    if free_ram is not None and free_ram < need_ram:
+        return (f"not enough available memory: the benchmark needs about {_bytes_text(need_ram)}, "
+                f"{_bytes_text(free_ram)} is available (MemAvailable). Use --quick.")
+    return None
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress lines on stderr, none when ``quiet`` (--json)."""
+    def progress(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+    return progress
+
+
+def emit(report: dict[str, Any], as_json: bool, started: float, printer: Callable[[dict[str, Any]], None]) -> int:
+    """Stamp the run time, then print the report as one JSON line or as text."""
+    report["wall_s"] = time.perf_counter() - started
+    if as_json:
+        print(json.dumps(report))
+    else:
+        printer(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "small worlds and few rounds (seconds; for CI)",
                               "timed rounds (default 31, --quick 3)")
     parser.add_argument("--rss-child", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--rss-kind", choices=KINDS, default="mapped", help=argparse.SUPPRESS)
     parser.add_argument("--rss-shape", type=worldstore.parse_size, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
+    args, config, rounds = parse_benchmark_args(parser, argv, FULL, QUICK)
     if args.rss_child:
         rss_child(args.rss_child, args.rss_kind, args.rss_shape)
         return 0
 
-    config = QUICK if args.quick else FULL
-    rounds = config["rounds"] if args.rounds is None else args.rounds
-    if rounds < 1:
-        parser.error(f"--rounds must be >= 1, got {rounds}")
-    if not os.path.isdir(args.dir):
-        parser.error(f"--dir {args.dir!r} is not a directory")
-
-    def progress(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
-
+    progress = progress_printer(args.json)
     # Both timed worlds exist together; the RSS worlds come one at a time after them.
     shape = config["world"]
     need_disk = max(2 * world_bytes(shape), max(world_bytes(s) for s in config["rss_worlds"])) + 256 * MiB
-    free_disk = shutil.disk_usage(args.dir).free
-    if free_disk < need_disk:
-        print(f"error: not enough free disk space in {args.dir}: the benchmark needs "
-              f"{_bytes_text(need_disk)}, {_bytes_text(free_disk)} is free. Pass --dir to a roomier "
-              "place, or use --quick.", file=sys.stderr)
-        return 2
     # RAM: the memory world, the mapped world's page cache, and the largest contrast world.
     need_ram = 2 * world_bytes(shape) + max(world_bytes(s) for s in config["rss_worlds"]) + 512 * MiB
-    free_ram = mem_available()
-    if free_ram is not None and free_ram < need_ram:
-        print(f"error: not enough available memory: the benchmark needs about {_bytes_text(need_ram)}, "
-              f"{_bytes_text(free_ram)} is available (MemAvailable). Use --quick.", file=sys.stderr)
+    problem = room_error(args.dir, need_disk, need_ram)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     started = time.perf_counter()
@@ -642,12 +668,7 @@ def main(argv: list[str] | None = None) -> int:
             "rss_growth_meets_target": all(r["meets_target"] for r in rss["mapped"]),
         },
     }
-    report["wall_s"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
-    return 0
+    return emit(report, args.json, started, print_report)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,6 @@ available RAM.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -79,7 +78,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Shared with the sibling benchmark: the option parser, the machine description,
 # available memory, and a step timer with the garbage collector off.
-from layers import benchmark_parser, l3_cache, machine_info, mem_available, timed  # noqa: E402
+from layers import (benchmark_parser, emit, l3_cache, machine_info, parse_benchmark_args,  # noqa: E402
+                    progress_printer, room_error, timed)
 
 import worldstore  # noqa: E402
 
@@ -367,33 +367,18 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "a 1024 x 1024 world and few rounds (seconds; for CI)",
                               "timed rounds per density (default 100, --quick 3)")
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    rounds = config["rounds"] if args.rounds is None else args.rounds
-    if rounds < 1:
-        parser.error(f"--rounds must be >= 1, got {rounds}")
-    if not os.path.isdir(args.dir):
-        parser.error(f"--dir {args.dir!r} is not a directory")
+    args, config, rounds = parse_benchmark_args(parser, argv, FULL, QUICK)
 
     shape, control_shape, events = config["shape"], config["control"], config["events"]
     layer_bytes = shape[0] * shape[1] * 4
     need_disk = len(KINDS) * layer_bytes + control_shape[0] * control_shape[1] * 4 + (64 << 20)
-    free_disk = shutil.disk_usage(args.dir).free
-    if free_disk < need_disk:
-        print(f"error: not enough free disk space in {args.dir}: the benchmark needs {need_disk / 2**30:.1f} GiB, "
-              f"{free_disk / 2**30:.1f} GiB is free. Pass --dir to a roomier place, or use --quick.", file=sys.stderr)
-        return 2
     # RAM: the memory layer, the mapped layers' page cache, and the dense copies of the final check.
     need_ram = 6 * layer_bytes + (512 << 20)
-    free_ram = mem_available()
-    if free_ram is not None and free_ram < need_ram:
-        print(f"error: not enough available memory: the benchmark needs about {need_ram / 2**30:.1f} GiB, "
-              f"{free_ram / 2**30:.1f} GiB is available (MemAvailable). Use --quick.", file=sys.stderr)
+    problem = room_error(args.dir, need_disk, need_ram)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-
-    def progress(message: str) -> None:
-        if not args.json:
-            print(message, file=sys.stderr, flush=True)
+    progress = progress_printer(args.json)
 
     started = time.perf_counter()
     directory = tempfile.mkdtemp(prefix="worldstore-temporal-", dir=args.dir)
@@ -441,12 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             "auto_at_10pct": by_density[0.1]["ratios"]["auto_over_best"] <= AUTO_TARGET,
         },
     }
-    report["wall_s"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
-    return 0
+    return emit(report, args.json, started, print_report)
 
 
 if __name__ == "__main__":

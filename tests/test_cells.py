@@ -85,7 +85,8 @@ def test_run_log_keeps_runs_in_order_finds_cells_by_run_and_grows():
     hit, at = log.find(np.array([0, 1, 2, 0, 2]), np.array([3, 4, 2998, 4, 3000]))
     np.testing.assert_array_equal(hit, [True, True, False, False, False])
     np.testing.assert_array_equal(log.values[at[hit]], [0, 1])
-    cells, values = log.window_entries(np.array([0, 100]), 0, 10)  # rows of width 100: cells 0-9 and 100-109
+    cells, values, query = log.entries_in(np.array([0, 100]), np.array([10, 110]))  # cells 0-9 and 100-109
+    np.testing.assert_array_equal(query, (cells >= 100).astype(int))
     order = np.argsort(cells)
     np.testing.assert_array_equal(cells[order], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 101, 102, 103, 104, 105,
                                                  106, 107, 108, 109])

@@ -108,7 +108,7 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path):
         path = str(tmp_path / f"{name}.h5")
         summary = run_demo(path, height=24, width=20, agents=6, steps=12, seed=seed)
         runs[name] = (summary, layers_of(path))
-    (sa, la), (sb, lb), (sc, lc) = runs["a"], runs["b"], runs["c"]
+    (sa, la), (sb, lb), (_, lc) = runs["a"], runs["b"], runs["c"]
     assert sa["positions"] == sb["positions"]
     for name in la:
         np.testing.assert_array_equal(la[name], lb[name], err_msg=name)

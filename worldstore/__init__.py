@@ -15,7 +15,8 @@
 
 from . import presets
 from ._version import __version__
-from .errors import (DepositError, DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ReadOnlyWorldError,
+from .errors import (DepositError, DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ObserveError,
+                     ReadOnlyWorldError,
                      SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
                      WorldNotFoundError, WorldstoreError, WorldVersionError)
 from .layer import Layer
@@ -30,7 +31,7 @@ __all__ = [
     "create", "open", "inspect", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY",
-    "WorldstoreError", "SpecError", "DepositError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
+    "WorldstoreError", "SpecError", "DepositError", "ObserveError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
 ]

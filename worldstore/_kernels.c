@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <pthread.h>
 
 /*
  * Merge the sorted cells b (with values) into the sorted cells a, in place:
@@ -184,4 +185,139 @@ void ws_tags_mark(const int64_t *cells, int64_t n, uint8_t *slots, int64_t bits,
         uint8_t found = slots[slot];
         slots[slot] = (found == 0 || found == tag) ? tag : several;
     }
+}
+
+/* IEEE half to single precision, exactly (as numpy converts). */
+static inline float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+    float result;
+    if (exponent == 0) {
+        result = (float)mantissa * (1.0f / 16777216.0f); /* subnormal (or zero): mantissa * 2**-24 */
+        memcpy(&bits, &result, 4);
+        bits |= sign;
+    } else if (exponent == 31) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    memcpy(&result, &bits, 4);
+    return result;
+}
+
+/* Source element kinds of ws_gather_f32 (worldstore/_native.py: GATHER_KINDS). */
+enum { K_F32, K_F64, K_F16, K_U8, K_I8, K_I16, K_U16, K_I32, K_U32, K_I64, K_U64 };
+
+static void convert_row(float *out, const char *src, int64_t count, int kind)
+{
+    int64_t k;
+    switch (kind) {
+    case K_F32: memcpy(out, src, (size_t)count * 4); break;
+    case K_F64: for (k = 0; k < count; k++) out[k] = (float)((const double *)src)[k]; break;
+    case K_F16: for (k = 0; k < count; k++) out[k] = half_to_float(((const uint16_t *)src)[k]); break;
+    case K_U8: for (k = 0; k < count; k++) out[k] = (float)((const uint8_t *)src)[k]; break;
+    case K_I8: for (k = 0; k < count; k++) out[k] = (float)((const int8_t *)src)[k]; break;
+    case K_I16: for (k = 0; k < count; k++) out[k] = (float)((const int16_t *)src)[k]; break;
+    case K_U16: for (k = 0; k < count; k++) out[k] = (float)((const uint16_t *)src)[k]; break;
+    case K_I32: for (k = 0; k < count; k++) out[k] = (float)((const int32_t *)src)[k]; break;
+    case K_U32: for (k = 0; k < count; k++) out[k] = (float)((const uint32_t *)src)[k]; break;
+    case K_I64: for (k = 0; k < count; k++) out[k] = (float)((const int64_t *)src)[k]; break;
+    default: for (k = 0; k < count; k++) out[k] = (float)((const uint64_t *)src)[k]; break;
+    }
+}
+
+static void fill(float *out, int64_t count, float value)
+{
+    for (int64_t k = 0; k < count; k++)
+        out[k] = value;
+}
+
+/*
+ * Per-agent windows of several layers into float32: out + i * agent_stride +
+ * channel_offsets[c] is agent i's (side x side) window of channel c,
+ * side = 2 * radius + 1, rows contiguous. The window of position (y, x)
+ * covers rows y-radius..y+radius and columns x-radius..x+radius; cells
+ * outside the world take the channel's pad. Channel c reads sources[c],
+ * (H, W), or with layer_strides[c] > 0 an (agents, H, W) layer of which agent
+ * i reads layer layer_index[i]. A window row inside the world is one copy
+ * (float32 sources: memcpy) or one converting loop. Agents are split over
+ * `threads` threads; each writes its agents' part of out, in order.
+ */
+typedef struct {
+    int64_t channels;
+    const void *const *sources;
+    const int *kinds;
+    const int64_t *itemsizes, *layer_strides;
+    const float *pads;
+    int64_t height, width;
+    const int64_t *layer_index, *positions;
+    int64_t first, last, radius;
+    float *out;
+    int64_t agent_stride;
+    const int64_t *channel_offsets;
+} gather_job;
+
+static void *gather_run(void *argument)
+{
+    const gather_job *job = argument;
+    const int64_t side = 2 * job->radius + 1, radius = job->radius, height = job->height, width = job->width;
+    for (int64_t i = job->first; i < job->last; i++) {
+        const int64_t y = job->positions[2 * i], x = job->positions[2 * i + 1];
+        const int64_t x0 = x - radius;
+        const int64_t c0 = x0 < 0 ? -x0 : 0;
+        const int64_t c1 = width - x0 < side ? width - x0 : side;
+        for (int64_t c = 0; c < job->channels; c++) {
+            const int64_t itemsize = job->itemsizes[c];
+            const char *layer = (const char *)job->sources[c]
+                                + (job->layer_strides[c] ? job->layer_index[i] * job->layer_strides[c] : 0) * itemsize;
+            const float pad = job->pads[c];
+            float *window = job->out + i * job->agent_stride + job->channel_offsets[c];
+            for (int64_t r = 0; r < side; r++) {
+                const int64_t gy = y - radius + r;
+                float *row = window + r * side;
+                if (gy < 0 || gy >= height || c1 <= c0) {
+                    fill(row, side, pad);
+                    continue;
+                }
+                fill(row, c0, pad);
+                convert_row(row + c0, layer + (gy * width + x0 + c0) * itemsize, c1 - c0, job->kinds[c]);
+                fill(row + c1, side - c1, pad);
+            }
+        }
+    }
+    return NULL;
+}
+
+#define WS_MAX_THREADS 64
+
+int ws_gather_f32(int64_t channels, const void *const *sources, const int *kinds, const int64_t *itemsizes,
+                  const int64_t *layer_strides, const float *pads, int64_t height, int64_t width,
+                  const int64_t *layer_index, const int64_t *positions, int64_t n, int64_t radius, float *out,
+                  int64_t agent_stride, const int64_t *channel_offsets, int threads)
+{
+    gather_job jobs[WS_MAX_THREADS];
+    pthread_t ids[WS_MAX_THREADS];
+    int started[WS_MAX_THREADS] = {0};
+    if (threads < 1)
+        threads = 1;
+    if (threads > WS_MAX_THREADS)
+        threads = WS_MAX_THREADS;
+    if (threads > n)
+        threads = n > 0 ? (int)n : 1;
+    for (int t = 0; t < threads; t++) {
+        gather_job job = {channels, sources, kinds, itemsizes, layer_strides, pads, height, width, layer_index,
+                          positions, n * t / threads, n * (t + 1) / threads, radius, out, agent_stride,
+                          channel_offsets};
+        jobs[t] = job;
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&ids[t], NULL, gather_run, &jobs[t]) == 0;
+    gather_run(&jobs[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(ids[t], NULL);
+        else
+            gather_run(&jobs[t]); /* no thread: do its share here */
+    }
+    return threads;
 }

@@ -36,6 +36,9 @@ def _load() -> ctypes.CDLL | None:
         library.ws_block_starts.argtypes = [ptr, i64, i64, ptr, i64]
         library.ws_tags_mark.restype = None
         library.ws_tags_mark.argtypes = [ptr, i64, ptr, i64, ctypes.c_uint8, ctypes.c_uint8]
+        library.ws_gather_f32.restype = ctypes.c_int
+        library.ws_gather_f32.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, ptr,
+                                          ctypes.c_int]
         library.ws_decay_f32.restype = i64
         library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
         library.ws_decay_f64.restype = i64
@@ -153,3 +156,58 @@ def decay_numpy(values: np.ndarray, factor, threshold: float) -> int:
     if zeros and threshold > 0:
         np.multiply(values, keep, out=values)
     return zeros
+
+
+#: Source dtypes ws_gather_f32 converts (its enum in _kernels.c, in order).
+GATHER_KINDS = {np.dtype(name): code for code, name in enumerate(
+    ["float32", "float64", "float16", "uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])}
+GATHER_KINDS[np.dtype(bool)] = GATHER_KINDS[np.dtype(np.uint8)]
+
+
+def _default_threads() -> int:
+    setting = os.environ.get("WORLDSTORE_THREADS")
+    if setting:
+        return max(1, int(setting))
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(available, 8))
+
+
+#: Threads a gather uses (WORLDSTORE_THREADS, else the CPUs this process may run on, at most 8).
+threads = _default_threads()
+#: Below this many output bytes a gather runs on one thread: starting threads would cost more.
+THREADED_BYTES = 1 << 20
+
+
+def can_gather(source: np.ndarray, out: np.ndarray) -> bool:
+    """Whether :func:`gather_f32` handles this source into this ``(N, C, S, S)`` output."""
+    return (library is not None and out.dtype == np.float32 and out.flags.c_contiguous
+            and source.dtype in GATHER_KINDS and source.flags.c_contiguous)
+
+
+def gather_f32(sources: list[tuple[int, np.ndarray, float]], positions: np.ndarray, radius: int, out: np.ndarray,
+               layers: np.ndarray | None = None) -> None:
+    """Each agent's windows of several channels into a C-contiguous float32 ``(N, C, S, S)`` ``out``.
+
+    ``sources`` lists ``(channel, array, pad)``: ``array`` is ``(H, W)``, or
+    ``(A, H, W)`` of which agent ``i`` reads layer ``layers[i]``; outside the
+    world, ``pad``. Check :func:`can_gather` first; positions are trusted
+    (checked by the caller).
+    """
+    if not sources:
+        return
+    height, width = sources[0][1].shape[-2:]
+    count = len(sources)
+    arrays = [array for _, array, _ in sources]
+    pointers = (ctypes.c_void_p * count)(*[_ptr(array) for array in arrays])
+    kinds = (ctypes.c_int * count)(*[GATHER_KINDS[array.dtype] for array in arrays])
+    itemsizes = (ctypes.c_int64 * count)(*[array.itemsize for array in arrays])
+    strides = (ctypes.c_int64 * count)(*[height * width if array.ndim == 3 else 0 for array in arrays])
+    pads = (ctypes.c_float * count)(*[float(pad) for _, _, pad in sources])
+    side = 2 * radius + 1
+    offsets = (ctypes.c_int64 * count)(*[channel * side * side for channel, _, _ in sources])
+    positions = np.ascontiguousarray(positions, np.int64)
+    index = None if layers is None else np.ascontiguousarray(layers, np.int64)
+    workers = threads if out.nbytes * count >= THREADED_BYTES * out.shape[1] else 1
+    library.ws_gather_f32(count, pointers, kinds, itemsizes, strides, pads, height, width,
+                          None if index is None else _ptr(index), _ptr(positions), len(positions), radius,
+                          _ptr(out), out.strides[0] // 4 if out.ndim == 4 and len(out) else 0, offsets, workers)

@@ -63,6 +63,26 @@ def check_positions(positions: Any, height: int, width: int) -> np.ndarray:
     return array
 
 
+def pad_outside(out: np.ndarray, positions: np.ndarray, radius: int, height: int, width: int, pad) -> None:
+    """Set the cells of each agent's window ``out[i]`` that lie outside the world to ``pad``.
+
+    Vectorised: only the windows that cross the border are touched, a band
+    of rows or columns at a time.
+    """
+    ys, xs = positions[:, 0], positions[:, 1]
+    side = 2 * radius + 1
+    crossing = np.flatnonzero((ys < radius) | (ys + radius >= height) | (xs < radius) | (xs + radius >= width))
+    if not len(crossing):
+        return
+    offsets = np.arange(side) - radius
+    outside_rows = (ys[crossing, None] + offsets < 0) | (ys[crossing, None] + offsets >= height)
+    outside_cols = (xs[crossing, None] + offsets < 0) | (xs[crossing, None] + offsets >= width)
+    mask = outside_rows[:, :, None] | outside_cols[:, None, :]
+    windows = out[crossing]
+    windows[mask] = pad
+    out[crossing] = windows
+
+
 def gather_windows(source: np.ndarray, positions: Any, radius: int, pad_value: Any,
                    out: np.ndarray | None = None, dtype: Any = np.float32) -> np.ndarray:
     """Copy each agent's window of ``source`` into ``out[i]`` (shape ``(N, S, S)``).

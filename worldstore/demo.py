@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _windows
 from .errors import SpecError
 from .presets import agentfarm
 from .world import World, create
@@ -153,11 +152,9 @@ def _step(world: World, positions: np.ndarray, rng: np.random.Generator) -> np.n
 
     world.step()
 
-    observation = world.spec.layer("OBSERVATION")
-    radius = int(observation.radius)  # type: ignore[arg-type]
-    _remember(world, positions, radius)
-    sources = [(world[name].numpy(), world[name].pad_value) for name in observation.channels]
-    _windows.gather_channels(sources, positions, radius, out=world["OBSERVATION"].numpy())
+    radius = int(world.spec.layer("OBSERVATION").radius)  # type: ignore[arg-type]
+    world.remember(np.arange(len(positions)), positions, radius, {"AGENT_MEMORY": "RESOURCES"})
+    world.observe(positions, into="OBSERVATION")
     return positions
 
 
@@ -185,15 +182,3 @@ def _signal(world: World, positions: np.ndarray, rng: np.random.Generator) -> No
     inside = (cells[:, 0] >= 0) & (cells[:, 0] < height) & (cells[:, 1] >= 0) & (cells[:, 1] < width)
     cells = cells[inside]
     world.deposit("ALLY_SIGNAL", cells[:, 0], cells[:, 1], 1.0)
-
-
-def _remember(world: World, positions: np.ndarray, radius: int) -> None:
-    """Each agent copies the visible RESOURCES of its window into its own AGENT_MEMORY."""
-    height, width = world.shape
-    resources = world["RESOURCES"].numpy()
-    visible = world["VISIBILITY"].numpy()
-    memory = world["AGENT_MEMORY"].numpy()
-    for agent, (y, x) in enumerate(positions):
-        rows, cols, _, _ = _windows.window_slices(int(y), int(x), radius, height, width)
-        np.copyto(memory[agent, rows, cols], resources[rows, cols], casting="same_kind",
-                  where=visible[rows, cols])

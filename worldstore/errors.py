@@ -38,6 +38,10 @@ class DepositError(WorldstoreError, ValueError):
     """A deposit with bad coordinates, values or mode, or into a non-temporal layer."""
 
 
+class ObserveError(WorldstoreError, ValueError):
+    """Bad arguments to observe() or remember(): positions, radius, channels, buffers, agent ids."""
+
+
 class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):
     """A write was attempted on a world opened read-only."""
 

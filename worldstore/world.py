@@ -48,6 +48,8 @@ class World:
         self._storages = storages
         self._step = step
         self._committed = committed
+        # Page-locked host buffers of observe(device="cuda"), by shape and dtype.
+        self._pinned: dict = {}
         # The dense kind a temporal layer returns to when it leaves sparse storage.
         self._dense_kind = {layer.name: layer.storage if layer.storage in DENSE_KINDS else "mapped"
                             for layer in spec.layers}
@@ -164,6 +166,74 @@ class World:
             storage.deposit(cells, amounts, mode)
         else:
             temporal.apply_dense(storage.array, cells, amounts, mode)
+
+    def observe(self, positions: Any, radius: Any = None, channels: Any = None, *, out: Any = None,
+                dtype: Any = None, agent_ids: Any = None, tensor: bool = False, device: Any = None,
+                into: Any = None) -> Any:
+        """Each agent's window of each channel, batched: ``(N, C, S, S)``, ``S = 2 * radius + 1``.
+
+        ``positions``: ``(N, 2)`` integer ``(y, x)`` rows inside the world
+        (numpy or torch). Agent ``i``'s window covers rows ``y-radius..y+radius``
+        and columns ``x-radius..x+radius`` of each layer named in
+        ``channels``, in the order given; cells outside the world take the
+        layer's pad value. Channels may be of any class but observation; a
+        sparse layer is read from its stored cells only; an agent layer gives
+        agent ``i`` its own layer (``agent_ids[i]``, by default ``i``, which
+        then needs one position per agent). ``radius`` and ``channels``
+        default to those of the world's observation layer.
+
+        Output: float32 unless ``dtype`` says otherwise (float16/32/64). A new
+        numpy array, or a zero-copy torch tensor over it with
+        ``tensor=True``; or the caller's ``out`` (numpy array or CPU tensor of
+        the right shape, filled and returned: no allocation in a steady loop);
+        or, with ``into=True`` (or the layer's name), the world's mapped
+        observation layer, which other processes can read.
+        ``device="cuda"`` gathers into a page-locked buffer kept by the world
+        and returns the batch on the GPU (copied asynchronously, into ``out``
+        if given). Bad arguments raise :class:`ObserveError` (or
+        :class:`LayerNotFoundError`) before anything is written.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.WorldSpec(4, 4, 0, [worldstore.LayerSpec("FOOD", "resource", pad_value=-1.0)])
+        >>> with worldstore.create(path, spec) as world:
+        ...     world["FOOD"][:] = 1.0
+        ...     world.observe([[0, 0]], radius=1, channels=["FOOD"])[0, 0].tolist()
+        [[-1.0, -1.0, -1.0], [-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]
+        """
+        self._check_open()
+        from .observe import observe
+
+        return observe(self, positions, radius, channels, out=out, dtype=dtype, agent_ids=agent_ids,
+                       tensor=tensor, device=device, into=into)
+
+    def remember(self, agent_ids: Any, positions: Any, radius: Any, channels: Any, *,
+                 visibility: Any = "default") -> None:
+        """Copy what each agent sees into its own agent layer, where ``visibility`` allows.
+
+        Agent ``agent_ids[i]`` at ``positions[i]`` sees its window of radius
+        ``radius``; for each ``{agent_layer: source_layer}`` in ``channels``,
+        the visible cells of that window are copied from the source layer into
+        ``agent_layer[agent_ids[i]]`` (cast to its dtype); the rest of the
+        agent's layer keeps what it remembered. ``visibility``: a boolean
+        ``(H, W)`` layer name, by default ``"VISIBILITY"`` when the world has
+        one, or ``None`` to see everything. Agent layers are mapped by
+        default, so memory use follows the cells agents actually see.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.presets.agentfarm(8, 8, 2)
+        >>> with worldstore.create(path, spec) as world:
+        ...     world["RESOURCES"][:] = 5.0
+        ...     world["VISIBILITY"][2, :] = False
+        ...     world.remember([0, 1], [[2, 2], [7, 7]], 1, {"AGENT_MEMORY": "RESOURCES"})
+        ...     world["AGENT_MEMORY"][0, 1:4, 2].tolist(), float(world["AGENT_MEMORY"][1].sum())
+        ([5.0, 0.0, 5.0], 20.0)
+        """
+        self._check_open()
+        from .observe import remember
+
+        remember(self, agent_ids, positions, radius, channels, visibility=visibility)
 
     def step(self) -> int:
         """Advance one step: every temporal layer decays, the step counter grows.

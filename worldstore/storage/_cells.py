@@ -189,18 +189,27 @@ class RunLog:
         """Every run's values (a view: changes reach the log)."""
         return self._values[:len(self)]
 
-    def window_entries(self, row_starts: np.ndarray, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cells and values of every run inside columns ``[c0, c1)`` of the rows starting at ``row_starts``."""
+    def entries_in(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every run's entries with ``lo[q] <= cell < hi[q]``: their cells, values and query ``q``."""
         keys = self._keys[:len(self)]
         prefixes = (np.arange(self.runs, dtype=np.int64) << self._cell_bits)[:, None]
-        lo = np.searchsorted(keys, (prefixes + row_starts + c0).ravel())
-        hi = np.searchsorted(keys, (prefixes + row_starts + c1).ravel())
-        picks = ranges(lo, hi)
-        return keys[picks] & self._mask, self._values[picks]
+        first = np.searchsorted(keys, (prefixes + lo).ravel())
+        last = np.searchsorted(keys, (prefixes + hi).ravel())
+        picks = ranges(first, last)
+        query = np.repeat(np.tile(np.arange(len(lo)), self.runs), last - first)
+        return keys[picks] & self._mask, self._values[picks], query
 
     def clear(self) -> None:
         """Forget every run; the buffers are kept for the next ones."""
         self._starts = [0]
+
+
+def entries_in(cells: np.ndarray, values: np.ndarray, lo: np.ndarray,
+               hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries of sorted ``cells`` with ``lo[q] <= cell < hi[q]``: their cells, values and query ``q``."""
+    first, last = np.searchsorted(cells, lo), np.searchsorted(cells, hi)
+    picks = ranges(first, last)
+    return cells[picks], values[picks], np.repeat(np.arange(len(lo)), last - first)
 
 
 def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ import numpy as np
 from .. import _native, _schema
 from ..spec import WorldSpec
 from ..temporal import stable_order, update
-from ._cells import BlockIndex, CellTags, RunLog, no_hugepages, ranges
+from .._windows import pad_outside
+from ._cells import BlockIndex, CellTags, RunLog, entries_in, no_hugepages
 
 
 class SparseStorage:
@@ -128,12 +129,44 @@ class SparseStorage:
         if out.size == 0:
             return out
         row_starts = np.arange(r0, r1, dtype=np.int64) * width
-        picks = ranges(np.searchsorted(self._main_cells, row_starts + c0),
-                       np.searchsorted(self._main_cells, row_starts + c1))
-        for cells, values in ((self._main_cells[picks], self._main_values[picks]),
-                              self._log.window_entries(row_starts, c0, c1)):
-            out[cells // width - r0, cells % width - c0] = values
+        cells, values, _ = self.entries_in(row_starts + c0, row_starts + c1)
+        out[cells // width - r0, cells % width - c0] = values
         return out
+
+    def entries_in(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored entries with ``lo[q] <= cell < hi[q]`` (ranges not overlapping): cells, values, ``q``.
+
+        With many runs, they are merged into main first: each run costs a
+        search per range, a merge costs one pass over main.
+        """
+        if self._log.runs > _RUNS_PER_READ:
+            self._settle()
+        parts = [entries_in(self._main_cells, self._main_values, lo, hi)]
+        if len(self._log):
+            parts.append(self._log.entries_in(lo, hi))
+        cells, values, query = (np.concatenate(column) for column in zip(*parts))
+        return cells, values, query
+
+    def gather_windows(self, positions: np.ndarray, radius: int, out: np.ndarray, pad) -> None:
+        """Each agent's window into ``out[i]`` (``(N, S, S)``, any strides): only the entries inside them.
+
+        Cells outside the world take ``pad``; the rest are 0 but for the
+        stored entries, found per window row by two binary searches.
+        """
+        height, width = self._shape
+        side = 2 * radius + 1
+        ys, xs = positions[:, 0], positions[:, 1]
+        rows = ys[:, None] - radius + np.arange(side)  # (N, S) world rows of each window row
+        inside = (rows >= 0) & (rows < height)
+        left, right = np.maximum(xs - radius, 0), np.minimum(xs + radius + 1, width)
+        out[...] = 0
+        pad_outside(out, positions, radius, height, width, pad)
+        agent_rows = np.flatnonzero(inside.ravel())  # agent * S + window row, for rows inside the world
+        agents = agent_rows // side
+        starts = rows.ravel()[agent_rows] * width
+        cells, values, query = self.entries_in(starts + left[agents], starts + right[agents])
+        agent, row = agents[query], agent_rows[query] % side
+        out[agent, row, cells % width - (xs[agent] - radius)] = values
 
     # -- changing ---------------------------------------------------------
     def deposit(self, cells: np.ndarray, values: np.ndarray, mode: str) -> None:
@@ -246,6 +279,8 @@ class SparseStorage:
 #: so the more cells the runs gather first, the less a merge costs per cell.
 _MAX_RUNS = CellTags.MAX_RUNS
 _RUN_MIN = 1 << 16
+#: Reads of many ranges (windows, observations) merge the runs first when there are more.
+_RUNS_PER_READ = 8
 _LOG_RATIO = 1
 #: Decay compacts main when more than 1/_COMPACT_FRACTION of it is zeros.
 _COMPACT_FRACTION = 4
