@@ -171,24 +171,24 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
     arrays = [worlds["memory"][name].numpy() for name in CHANNELS]
     out = buffers["memory"]
     methods: dict[str, float] = {}
-    inner_rounds = max(1, rounds // 2)
+    inner_rounds = rounds
 
-    def best_of(func, count: int, positions_count: int) -> float:
+    def median_of(func, count: int, positions_count: int) -> float:
         result = []
         for _ in range(count):
             positions = positions_for(rng, shape, positions_count, radius)
             result.append(timed(lambda: func(positions))[0])
-        return min(result)
+        return statistics.median(result)
 
-    methods["compiled"] = best_of(lambda p: compiled(arrays, p, radius, out, _native.threads), inner_rounds, agents)
-    methods["compiled_1_thread"] = best_of(lambda p: compiled(arrays, p, radius, out, 1), inner_rounds, agents)
-    methods["strided_numpy"] = best_of(lambda p: strided(arrays, p, radius, out), inner_rounds, agents)
+    methods["compiled"] = median_of(lambda p: compiled(arrays, p, radius, out, _native.threads), inner_rounds, agents)
+    methods["compiled_1_thread"] = median_of(lambda p: compiled(arrays, p, radius, out, 1), inner_rounds, agents)
+    methods["strided_numpy"] = median_of(lambda p: strided(arrays, p, radius, out), inner_rounds, agents)
     gather_torch(arrays, positions_for(rng, shape, 1, radius), radius, out[:1])  # torch's first call sets up
-    methods["torch"] = best_of(lambda p: gather_torch(arrays, p, radius, out), inner_rounds, agents)
-    methods["python_loop"] = best_of(lambda p: gather_loop(arrays, p, radius, out), 1, agents)
+    methods["torch"] = median_of(lambda p: gather_torch(arrays, p, radius, out), inner_rounds, agents)
+    methods["python_loop"] = median_of(lambda p: gather_loop(arrays, p, radius, out), 1, agents)
     # h5py: timed on slow_agents agents, scaled to the case's agent count.
     small = np.zeros((slow_agents, len(CHANNELS), side, side), np.float32)
-    methods["h5py_slicing"] = best_of(lambda p: gather_h5py(mapped_path, p, radius, small), 1,
+    methods["h5py_slicing"] = median_of(lambda p: gather_h5py(mapped_path, p, radius, small), 1,
                                       slow_agents) * agents / slow_agents
     check = positions_for(rng, shape, min(agents, 32), radius)
     reference, got = np.zeros((len(check), len(CHANNELS), side, side), np.float32), np.zeros_like(small[:0])
