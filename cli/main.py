@@ -12,6 +12,7 @@ import worldstore
 
 from .create import create
 from .demo import demo
+from .history import history, restore, snapshot
 from .inspect import inspect
 from .options import WorldstoreGroup
 
@@ -25,6 +26,9 @@ def main() -> None:
 main.add_command(create)
 main.add_command(inspect)
 main.add_command(demo)
+main.add_command(snapshot)
+main.add_command(history)
+main.add_command(restore)
 
 
 if __name__ == "__main__":

@@ -215,10 +215,13 @@ def test_demo_in_a_pipe_prints_only_the_summary(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith("ran 12 steps of 4 agents on a 32x32 world")
-    assert f"worldstore inspect {tmp_path / 'demo.h5'}" in lines[-1]
+    assert f"worldstore inspect {tmp_path / 'demo.h5'}" in lines[2]
+    assert lines[3].startswith("snapshots at steps 0, 10;") and "worldstore history" in lines[3]
     assert worldstore.inspect(tmp_path / "demo.h5")["committed_step"] == 12
+    with worldstore.open(tmp_path / "demo.h5") as world:
+        assert [record["step"] for record in world.history()] == [0, 10]
 
 
 def test_demo_refuses_an_existing_world(tmp_path):
@@ -230,3 +233,33 @@ def test_demo_refuses_an_existing_world(tmp_path):
     result = cli("demo", path, "--size", "8x8", "--agents", "2", "--steps", "3", "--overwrite", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["step"] == 3
+
+
+def test_snapshot_history_restore(agentfarm_path):
+    path = agentfarm_path
+    listing = cli("history", path)
+    assert listing.exit_code == 0 and "no snapshots yet" in listing.stdout
+    with worldstore.open(path, "r+") as world:
+        before = world["RESOURCES"].numpy().copy()
+    taken = cli("snapshot", path, "--json")
+    assert taken.exit_code == 0, taken.stderr
+    assert json.loads(taken.stdout)["index"] == 0
+    with worldstore.open(path, "r+") as world:
+        world["RESOURCES"][:] = 7.0
+        world.step()
+    assert cli("snapshot", path).exit_code == 0
+    records = json.loads(cli("history", path, "--json").stdout)
+    assert [r["step"] for r in records] == [0, 1] and all(r["bytes"] > 0 for r in records)
+    table = cli("history", path).stdout
+    assert "index" in table and "step" in table and "bytes" in table
+    restored = cli("restore", path, "0")
+    assert restored.exit_code == 0 and "restored step 0" in restored.stdout
+    with worldstore.open(path) as world:
+        np.testing.assert_array_equal(world["RESOURCES"].numpy(), before)
+        assert world.current_step == 0
+
+
+def test_restore_of_an_unknown_step_is_a_one_line_error(agentfarm_path):
+    proc = run_cli("restore", agentfarm_path, "42")
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "no snapshot at step 42")

@@ -121,7 +121,7 @@ def test_root_attributes_describe_the_world(written):
     with h5py.File(path, "r") as f:
         attrs = f.attrs
         assert attrs["worldstore_format"] == "worldstore"
-        assert attrs["worldstore_format_version"] == 1
+        assert attrs["worldstore_format_version"] == 2
         assert (attrs["height"], attrs["width"], attrs["agents"]) == (24, 20, 3)
         assert attrs["library_version"] == worldstore.__version__
         for value in attrs.values():  # plain numbers and strings only

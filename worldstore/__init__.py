@@ -15,7 +15,8 @@
 
 from . import presets
 from ._version import __version__
-from .errors import (DepositError, DiskFullError, LayerDtypeError, LayerNotFoundError, LayerShapeError, ObserveError,
+from .errors import (DepositError, DiskFullError, HistoryError, LayerDtypeError, LayerNotFoundError, LayerShapeError,
+                     ObserveError,
                      ReadOnlyWorldError,
                      SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
                      WorldNotFoundError, WorldstoreError, WorldVersionError)
@@ -31,7 +32,7 @@ __all__ = [
     "create", "open", "inspect", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY",
-    "WorldstoreError", "SpecError", "DepositError", "ObserveError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
+    "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
 ]

@@ -4,7 +4,8 @@ Both the writer (:func:`write_skeleton`) and the reader (:func:`read_spec`,
 :func:`layer_extent`) use this module, so what is written is exactly what is
 checked on open.
 
-Layout (format version 1)::
+Layout (format version 2; version 1 files, without /history, open but
+cannot take snapshots)::
 
     /                      root attributes: format name/version, world shape,
                            agent count, step, committed_step, library version
@@ -21,6 +22,21 @@ Layout (format version 1)::
                            holds the data (the dense dataset is zero while
                            sparse).
     /layers/yx             dimension scale of the coords' second axis
+    /history/step, time    one entry per snapshot: the world's step and the
+                           wall-clock time (Unix seconds); ``step`` is the
+                           dimension scale of every history dataset's axis 0
+    /history/y, x, ...     copies of the grid's dimension scales (netCDF
+                           readers look in the group and its parents only)
+    /history/<L>           layer L's state at each snapshot, (snapshots, *shape),
+                           chunked (one snapshot, 256 x 256 cells per chunk),
+                           gzip + shuffle
+    /history/<T>_coords, <T>_values, <T>_start
+                           a temporal layer T at each snapshot as COO: every
+                           snapshot's cells appended, ``start[i]`` where
+                           snapshot i's begin
+
+Every history dataset exists from creation (empty, extendible): HDF5's SWMR
+writing mode cannot create objects, only extend them.
 
 Every layer dataset is contiguous, uncompressed and allocated at creation, so
 its bytes sit at one offset in the file and can be memory-mapped. Attributes
@@ -41,13 +57,16 @@ from .errors import SpecError, WorldFormatError, WorldVersionError
 from .spec import LayerSpec, WorldSpec
 
 FORMAT_NAME = "worldstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: libver bounds: superblock 3 (SWMR-capable), readable by HDF5 1.10 tools.
 LIBVER = ("v110", "v110")
 #: Objects of at least this size start on a page boundary, so mapped layers
 #: are page-aligned (faster, and one mmap per layer with no slack).
 ALIGNMENT = 4096
 LAYERS_GROUP = "layers"
+HISTORY_GROUP = "history"
+#: Chunk edge of history datasets: a past window read decompresses a few chunks.
+HISTORY_TILE = 256
 
 ROOT_FORMAT = "worldstore_format"
 ROOT_VERSION = "worldstore_format_version"
@@ -76,6 +95,28 @@ def _scale(group: h5py.Group, name: str, values: np.ndarray, **attrs: Any) -> h5
     return dset
 
 
+def _grid_scales(group: h5py.Group, spec: WorldSpec) -> dict[str, h5py.Dataset]:
+    """The dimension scales of the layers' axes (y, x, agent, observation axes), created in ``group``."""
+    scales = {
+        "y": _scale(group, "y", np.arange(spec.height, dtype=np.int32), long_name="row (cell index)",
+                    axis="Y", units="1"),
+        "x": _scale(group, "x", np.arange(spec.width, dtype=np.int32), long_name="column (cell index)",
+                    axis="X", units="1"),
+    }
+    if any(layer.grid_class in ("agent", "observation") for layer in spec.layers):
+        scales["agent"] = _scale(group, "agent", np.arange(spec.agents, dtype=np.int32), long_name="agent id")
+    for layer in spec.layers:
+        if layer.grid_class == "observation":
+            radius = int(layer.radius)  # type: ignore[arg-type]
+            offsets = np.arange(-radius, radius + 1, dtype=np.int32)
+            _, channel, dy, dx = spec.dims_of(layer.name)
+            scales[channel] = _scale(group, channel, np.arange(len(layer.channels), dtype=np.int32),
+                                     long_name="channel index", channels=json.dumps(list(layer.channels)))
+            scales[dy] = _scale(group, dy, offsets, long_name="row offset from the agent", units="1")
+            scales[dx] = _scale(group, dx, offsets.copy(), long_name="column offset from the agent", units="1")
+    return scales
+
+
 def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
     """Create every dataset, scale and attribute of a new world in ``f``.
 
@@ -94,23 +135,7 @@ def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
     root["Conventions"] = "CF-1.8"
 
     group = f.create_group(LAYERS_GROUP, track_order=True)
-    scales = {
-        "y": _scale(group, "y", np.arange(spec.height, dtype=np.int32), long_name="row (cell index)",
-                    axis="Y", units="1"),
-        "x": _scale(group, "x", np.arange(spec.width, dtype=np.int32), long_name="column (cell index)",
-                    axis="X", units="1"),
-    }
-    if any(layer.grid_class in ("agent", "observation") for layer in spec.layers):
-        scales["agent"] = _scale(group, "agent", np.arange(spec.agents, dtype=np.int32), long_name="agent id")
-    for layer in spec.layers:
-        if layer.grid_class == "observation":
-            radius = int(layer.radius)  # type: ignore[arg-type]
-            offsets = np.arange(-radius, radius + 1, dtype=np.int32)
-            _, channel, dy, dx = spec.dims_of(layer.name)
-            scales[channel] = _scale(group, channel, np.arange(len(layer.channels), dtype=np.int32),
-                                     long_name="channel index", channels=json.dumps(list(layer.channels)))
-            scales[dy] = _scale(group, dy, offsets, long_name="row offset from the agent", units="1")
-            scales[dx] = _scale(group, dx, offsets.copy(), long_name="column offset from the agent", units="1")
+    scales = _grid_scales(group, spec)
 
     temporal = [layer for layer in spec.layers if layer.grid_class == "temporal"]
     if temporal:
@@ -130,6 +155,8 @@ def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
         values.dims[0].attach_scale(nnz)
         coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name} while it is sparse"
         values.attrs["long_name"] = f"values of the non-zero cells of {layer.name} while it is sparse"
+
+    write_history_skeleton(f, spec)
 
     for layer in spec.layers:
         dtype = layer.np_dtype
@@ -182,6 +209,58 @@ def _number(value: Any, where: str) -> float | int | bool:
     if not isinstance(value, (bool, int, float)) or (isinstance(value, float) and not math.isfinite(value)):
         raise WorldFormatError(f"{where} should be a finite number, found {value!r}")
     return value
+
+
+def history_names(spec: WorldSpec, name: str) -> tuple[str, ...]:
+    """The /history datasets of layer ``name``: one dense one, or a temporal layer's three COO ones."""
+    if spec.layer(name).grid_class == "temporal":
+        return (f"{name}_coords", f"{name}_values", f"{name}_start")
+    return (name,)
+
+
+def history_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One snapshot per chunk, tiles of the last two axes, one along any others."""
+    tile = tuple(min(HISTORY_TILE, extent) for extent in shape[-2:])
+    return (1,) + (1,) * (len(shape) - 2) + tile
+
+
+def write_history_skeleton(f: h5py.File, spec: WorldSpec) -> None:
+    """Create /history, empty: snapshots only extend its datasets.
+
+    It has its own copies of the grid's dimension scales: netCDF readers
+    (xarray) look for a dimension in the group and its parents only.
+    """
+    group = f.create_group(HISTORY_GROUP, track_order=True)
+    scales = _grid_scales(group, spec)
+    step = group.create_dataset("step", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
+    step.make_scale("step")
+    step.attrs["long_name"] = "world step of the snapshot"
+    when = group.create_dataset("time", shape=(0,), dtype=np.float64, maxshape=(None,), chunks=(1024,))
+    when.attrs["long_name"] = "wall-clock time of the snapshot"
+    when.attrs["units"] = "seconds since 1970-01-01 00:00:00 UTC"
+    when.dims[0].attach_scale(step)
+    for layer in spec.layers:
+        if layer.grid_class == "temporal":
+            coords_name, values_name, start_name = history_names(spec, layer.name)
+            coords = group.create_dataset(coords_name, shape=(0, 2), dtype=np.int32, maxshape=(None, 2),
+                                          chunks=(COO_CHUNK, 2), compression="gzip", shuffle=True)
+            values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),
+                                          chunks=(COO_CHUNK,), compression="gzip", shuffle=True)
+            start = group.create_dataset(start_name, shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
+            start.dims[0].attach_scale(step)
+            coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name}, snapshot after snapshot"
+            values.attrs["long_name"] = f"values of the non-zero cells of {layer.name}, snapshot after snapshot"
+            start.attrs["long_name"] = f"where each snapshot's cells of {layer.name} begin in its coords and values"
+            continue
+        shape = spec.shape_of(layer.name)
+        dset = group.create_dataset(layer.name, shape=(0,) + shape, dtype=layer.np_dtype,
+                                    maxshape=(None,) + shape, chunks=history_chunks(shape), compression="gzip",
+                                    shuffle=True, fillvalue=np.array(layer.fill_value, dtype=layer.np_dtype))
+        dset.dims[0].attach_scale(step)
+        for axis, dim in enumerate(spec.dims_of(layer.name), start=1):
+            dset.dims[axis].attach_scale(scales[dim])
+        dset.attrs["long_name"] = f"{layer.long_name or layer.name}, at each snapshot"
+        dset.attrs["units"] = layer.units
 
 
 def check_format(f: h5py.File, path: str) -> None:

@@ -50,19 +50,20 @@ FLUSH_EVERY = 10
 
 
 def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, agents: int = 32,
-             steps: int = 50, seed: int = 0, overwrite: bool = False,
+             steps: int = 50, seed: int = 0, overwrite: bool = False, snapshot_every: int = 10,
              on_step: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """Create an agentfarm world at ``path`` and run ``steps`` steps of random walkers.
 
     ``on_step(done, steps)`` is called after each step with the number of
     steps done so far (for a progress bar). The world is flushed every
-    ``FLUSH_EVERY`` steps and closed (so flushed) at the end.
+    ``FLUSH_EVERY`` steps and closed (so flushed) at the end; a snapshot is
+    taken at the start and every ``snapshot_every`` steps (0: never).
 
     Returns a JSON-able summary: ``path``, ``height``, ``width``, ``agents``,
     ``steps``, ``seed``, ``step`` (the world's final step),
     ``committed_step``, ``total_resources``, ``temporal`` (sum of each
     temporal layer), ``positions`` (the agents' final ``[y, x]``) and
-    ``seconds`` (wall time of the run).
+    ``snapshots`` (the steps snapshotted) and ``seconds`` (wall time of the run).
 
     >>> import tempfile, os, worldstore
     >>> from worldstore.demo import run_demo
@@ -76,6 +77,8 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
     spec = agentfarm(height, width, agents)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise SpecError(f"steps must be an integer >= 0, got {steps!r}")
+    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 0:
+        raise SpecError(f"snapshot_every must be an integer >= 0, got {snapshot_every!r}")
     if agents > height * width:
         raise SpecError(f"{agents} agents do not fit on a {height}x{width} world "
                         f"({height * width} cells)")
@@ -83,9 +86,13 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
     started = time.perf_counter()
     with create(path, spec, overwrite=overwrite) as world:
         positions = _populate(world, rng)
+        if snapshot_every:
+            world.snapshot()
         for done in range(1, steps + 1):
             positions = _step(world, positions, rng)
-            if done % FLUSH_EVERY == 0:
+            if snapshot_every and done % snapshot_every == 0:
+                world.snapshot()  # commits too
+            elif done % FLUSH_EVERY == 0:
                 world.flush()
             if on_step is not None:
                 on_step(done, steps)
@@ -103,6 +110,7 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
             "temporal": {name: float(layer.numpy().sum(dtype=np.float64))
                          for name, layer in world.layers.items() if layer.grid_class == "temporal"},
             "positions": positions.tolist(),
+            "snapshots": [record["step"] for record in world.history()],
         }
     summary["seconds"] = round(time.perf_counter() - started, 6)
     return summary

@@ -42,6 +42,10 @@ class ObserveError(WorldstoreError, ValueError):
     """Bad arguments to observe() or remember(): positions, radius, channels, buffers, agent ids."""
 
 
+class HistoryError(WorldstoreError, LookupError):
+    """A snapshot that is not there (unknown step), or a file without history."""
+
+
 class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):
     """A write was attempted on a world opened read-only."""
 

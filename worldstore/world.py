@@ -235,6 +235,59 @@ class World:
 
         remember(self, agent_ids, positions, radius, channels, visibility=visibility)
 
+    # -- history ------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Commit, then append every layer's state to the world's history; return the snapshot's record.
+
+        Dense layers are stored chunked and gzip-compressed, temporal layers as
+        their non-zero cells; the record has the snapshot's ``index``,
+        ``step`` and wall-clock ``time``.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> with worldstore.create(path, worldstore.presets.agentfarm(16, 16, 2)) as world:
+        ...     world["RESOURCES"][:] = 1.0
+        ...     first = world.snapshot()
+        ...     world["RESOURCES"][:] = 2.0
+        ...     world.step()
+        ...     second = world.snapshot()
+        ...     float(world.at(0)["RESOURCES"][3, 3]), [s["step"] for s in world.history()]
+        1
+        (1.0, [0, 1])
+        """
+        from . import history
+
+        return history.snapshot(self)
+
+    def history(self) -> list[dict[str, Any]]:
+        """The snapshots, oldest first: ``index``, ``step``, ``time`` (Unix seconds), ``bytes`` stored."""
+        self._check_open()
+        from . import history
+
+        return history.snapshots(self)
+
+    def at(self, step: int) -> Any:
+        """The world as it was at the snapshot of ``step`` (the latest, if several), read-only.
+
+        Layer reads, ``window`` reads (which decompress only the chunks they
+        touch) and ``observe`` work on it; an unknown step raises
+        :class:`HistoryError` listing the steps there are.
+        """
+        self._check_open()
+        from .history import PastWorld
+
+        return PastWorld(self, step)
+
+    def restore(self, step: int) -> None:
+        """Make the state of the snapshot at ``step`` live, and set the step counter back to ``step``.
+
+        Later snapshots stay in the history. The restored state is committed.
+        """
+        self._check_open()
+        from . import history
+
+        history.restore(self, step)
+
     def step(self) -> int:
         """Advance one step: every temporal layer decays, the step counter grows.
 
@@ -293,10 +346,13 @@ class World:
                 dense = replacement.array
                 dense.fill(0)
                 dense.reshape(-1)[current.cells] = current.values
-        current.close()
-        self._storages[layer] = replacement
-        target._storage = replacement
+        self._replace_storage(layer, replacement)
         self._spec = self._spec.with_storage({layer: kind})
+
+    def _replace_storage(self, layer: str, replacement: LayerStorage) -> None:
+        self._storages[layer].close()
+        self._storages[layer] = replacement
+        self._layers[layer]._storage = replacement
 
     def _dense_storage(self, name: str, kind: str) -> LayerStorage:
         dset = self._file[_schema.LAYERS_GROUP][name]

@@ -1,0 +1,52 @@
+"""``worldstore snapshot | history | restore``: a world's history from the command line."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import click
+
+import worldstore
+
+from .options import format_bytes, json_option, path_argument
+
+
+@click.command(short_help="Append the world's committed state to its history.")
+@path_argument
+@json_option
+def snapshot(path, as_json):
+    """Commit the world file PATH and append every layer's state to its history."""
+    with worldstore.open(path, "r+") as world:
+        record = world.snapshot()
+    click.echo(json.dumps(record) if as_json else
+               f"snapshot {record['index']} of {path} at step {record['step']}")
+
+
+@click.command(short_help="List a world's snapshots.")
+@path_argument
+@json_option
+def history(path, as_json):
+    """List the snapshots in the world file PATH: index, step, time and bytes stored. Changes nothing."""
+    with worldstore.open(path) as world:
+        records = world.history()
+    if as_json:
+        click.echo(json.dumps(records))
+        return
+    if not records:
+        click.echo(f"{path}: no snapshots yet (take one with `worldstore snapshot {path}`)")
+        return
+    click.echo(f"{'index':>5}  {'step':>8}  {'time (UTC)':<19}  {'bytes':>10}")
+    for record in records:
+        when = datetime.datetime.fromtimestamp(record["time"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{record['index']:>5}  {record['step']:>8}  {when:<19}  {format_bytes(record['bytes']):>10}")
+
+
+@click.command(short_help="Make a past snapshot the live state.")
+@path_argument
+@click.argument("step", type=int)
+def restore(path, step):
+    """Make the state of the world file PATH at snapshot STEP live again (later snapshots stay)."""
+    with worldstore.open(path, "r+") as world:
+        world.restore(step)
+    click.echo(f"{path}: restored step {step}")

@@ -1,0 +1,299 @@
+"""History: snapshots of a world's committed state, past states read back, and restores.
+
+A snapshot appends every layer's committed state to /history (see
+``_schema``): dense layers as one more entry along axis 0 of a chunked,
+gzip-compressed dataset, temporal layers as their non-zero cells appended to
+COO datasets with the snapshot's start offset. ``history.step`` and
+``history.time`` index the snapshots. Nothing is ever created after the
+world's creation, only extended, so snapshots also work in HDF5's SWMR
+writing mode.
+
+``World.at(step)`` gives a read-only :class:`PastWorld`: layer reads, windows
+(which decompress only the chunks they touch) and ``observe`` work on it.
+``World.restore(step)`` makes that state live again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from . import _schema
+from .errors import HistoryError, ReadOnlyWorldError
+from .spec import LayerSpec, WorldSpec
+from .storage import SparseStorage
+
+if TYPE_CHECKING:
+    from .world import World
+
+
+def history_group(world: "World") -> h5py.Group:
+    group = world._file.get(_schema.HISTORY_GROUP)
+    if not isinstance(group, h5py.Group):
+        raise HistoryError(f"{world.path} has no history (it was written by an older worldstore, format 1): "
+                           "create a new world to take snapshots")
+    return group
+
+
+def snapshots(world: "World") -> list[dict[str, Any]]:
+    """Every snapshot, oldest first: ``index``, ``step``, ``time`` (Unix seconds) and ``bytes`` stored."""
+    group = history_group(world)
+    steps, times = group["step"][...], group["time"][...]
+    sizes = _bytes_per_snapshot(world, group, len(steps))
+    return [{"index": i, "step": int(steps[i]), "time": float(times[i]), "bytes": int(sizes[i])}
+            for i in range(len(steps))]
+
+
+def _bytes_per_snapshot(world: "World", group: h5py.Group, count: int) -> np.ndarray:
+    """Stored (compressed) bytes of each snapshot: its chunks of dense layers, its share of COO chunks."""
+    sizes = np.zeros(count, dtype=np.int64)
+    for layer in world.spec.layers:
+        names = _schema.history_names(world.spec, layer.name)
+        if layer.grid_class == "temporal":
+            coords, values, start = (group[name] for name in names)
+            total = len(values)
+            if not total:
+                continue
+            stored = sum(_stored_bytes(dset) for dset in (coords, values))
+            bounds = np.append(start[...], total)
+            sizes += (stored * np.diff(bounds) // total).astype(np.int64)[:count]
+            continue
+        dset = group[names[0]]
+
+        def add(info, dset=dset) -> None:
+            sizes[info.chunk_offset[0]] += info.size
+
+        dset.id.chunk_iter(add)
+    return sizes
+
+
+def _stored_bytes(dset: h5py.Dataset) -> int:
+    total = [0]
+
+    def add(info) -> None:
+        total[0] += info.size
+
+    dset.id.chunk_iter(add)
+    return total[0]
+
+
+def snapshot(world: "World") -> dict[str, Any]:
+    """Commit, then append every layer's state to the history. Returns the snapshot's record."""
+    world._check_writable()
+    group = history_group(world)
+    world.flush()
+    index = group["step"].shape[0]
+    for name, layer in world.layers.items():
+        storage = world._storages[name]
+        if layer.grid_class == "temporal":
+            if isinstance(storage, SparseStorage):
+                coords, values = storage.coo()
+            else:
+                array = storage.array
+                coords = np.argwhere(array)
+                values = array[tuple(coords.T)]
+            _append_coo(group, world.spec, name, coords, values)
+        else:
+            dset = group[name]
+            dset.resize(index + 1, axis=0)
+            dset[index] = storage.array
+    for dset_name, value in (("step", world.current_step), ("time", time.time())):
+        dset = group[dset_name]
+        dset.resize((index + 1,))
+        dset[index] = value
+    world._file.flush()
+    return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
+
+
+def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarray, values: np.ndarray) -> None:
+    coords_name, values_name, start_name = _schema.history_names(spec, name)
+    begin = group[values_name].shape[0]
+    end = begin + len(values)
+    group[coords_name].resize((end, 2))
+    group[values_name].resize((end,))
+    if len(values):
+        group[coords_name][begin:end] = np.asarray(coords, dtype=np.int32)
+        group[values_name][begin:end] = values
+    start = group[start_name]
+    start.resize((start.shape[0] + 1,))
+    start[-1] = begin
+
+
+def find(world: "World", step: Any) -> int:
+    """The index of the latest snapshot taken at ``step``, or :class:`HistoryError` naming the steps there are."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise HistoryError(f"a step is an integer, got {step!r}")
+    steps = history_group(world)["step"][...]
+    matches = np.flatnonzero(steps == step)
+    if not len(matches):
+        known = np.unique(steps)
+        shown = ", ".join(str(int(s)) for s in known[:10]) + (", ..." if len(known) > 10 else "")
+        raise HistoryError(f"no snapshot at step {step} in {world.path}; snapshots exist at steps: "
+                           f"{shown or 'none (take one with snapshot())'}")
+    return int(matches[-1])
+
+
+def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Layer ``name`` at snapshot ``index``: a dense array, or ``(coords, values)`` of a temporal layer."""
+    group = history_group(world)
+    spec = world.spec
+    if spec.layer(name).grid_class == "temporal":
+        coords_name, values_name, start_name = _schema.history_names(spec, name)
+        starts = group[start_name]
+        begin = int(starts[index])
+        end = int(starts[index + 1]) if index + 1 < starts.shape[0] else group[values_name].shape[0]
+        return group[coords_name][begin:end].astype(np.int64), group[values_name][begin:end]
+    return group[name][index]
+
+
+def restore(world: "World", step: Any) -> None:
+    """Make the state of the snapshot at ``step`` live; the step counter goes back to ``step``."""
+    if not world.writable:
+        raise ReadOnlyWorldError(f"restore() changes the world: {world.path} is open read-only; open it with "
+                                 "mode 'r+'")
+    index = find(world, step)
+    for name, layer in world.layers.items():
+        state = read_state(world, index, name)
+        storage = world._storages[name]
+        if layer.grid_class == "temporal":
+            coords, values = state
+            group = world._file[_schema.LAYERS_GROUP]
+            replacement = SparseStorage.from_coo(group, world.spec, name, coords, values, True)
+            if isinstance(storage, SparseStorage):
+                world._replace_storage(name, replacement)
+            else:
+                array = storage.array
+                array[...] = 0
+                array[tuple(coords.T)] = values
+        else:
+            storage.array[...] = state
+    world._step = int(step)
+    world.flush()
+
+
+class _PastStorage:
+    """A past dense layer, read from the history when first asked for."""
+
+    kind = "history"
+
+    def __init__(self, world: "World", index: int, name: str):
+        self._world, self._index, self._name = world, index, name
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.asarray(read_state(self._world, self._index, self._name))
+            self._array.flags.writeable = False
+        return self._array
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        return history_group(self._world)[self._name][self._index, rows, cols]
+
+
+class PastLayer:
+    """A layer of a :class:`PastWorld`: read-only, its state at one snapshot."""
+
+    def __init__(self, world: "World", index: int, spec: LayerSpec, shape: tuple[int, ...]):
+        self._spec = spec
+        self._shape = shape
+        if spec.grid_class == "temporal":
+            coords, values = read_state(world, index, spec.name)
+            self._storage: Any = SparseStorage.from_coo(None, world.spec, spec.name, coords, values, False)
+        else:
+            self._storage = _PastStorage(world, index, spec.name)
+
+    name = property(lambda self: self._spec.name)
+    spec = property(lambda self: self._spec)
+    grid_class = property(lambda self: self._spec.grid_class)
+    dtype = property(lambda self: self._spec.np_dtype)
+    shape = property(lambda self: self._shape)
+    ndim = property(lambda self: len(self._shape))
+    pad_value = property(lambda self: self._spec.pad_value)
+    fill_value = property(lambda self: self._spec.fill_value)
+    storage = property(lambda self: "history")
+
+    def _live(self):
+        return self._storage
+
+    def numpy(self) -> np.ndarray:
+        """The whole layer (read-only)."""
+        return self._storage.array
+
+    def tensor(self):
+        import torch
+
+        return torch.from_numpy(self.numpy().copy())
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        """``[rows, cols]`` of a 2-D layer, decompressing only the chunks it touches."""
+        if self.ndim != 2:
+            raise HistoryError(f"layer {self.name!r}: window() reads 2-D layers; this one has shape {self._shape}")
+        return self._storage.window(rows, cols)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.numpy()[index]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.numpy()
+        return array.astype(dtype) if dtype is not None else (array.copy() if copy else array)
+
+    def __repr__(self) -> str:
+        return f"<worldstore past layer {self.name!r} {self.grid_class} {self._shape} {self.dtype}>"
+
+
+class PastWorld:
+    """A world's state at one snapshot, read-only: ``world.at(step)``.
+
+    Layers are read from the history when first asked for; ``window`` reads
+    decompress only the chunks they touch; ``observe`` works as on a live
+    world (reading whole channels).
+    """
+
+    def __init__(self, world: "World", step: int):
+        self._world = world
+        self._index = find(world, step)
+        self._step = int(step)
+        self._layers: dict[str, PastLayer] = {}
+        self._pinned: dict = {}
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    current_step = step
+    spec = property(lambda self: self._world.spec)
+    shape = property(lambda self: self._world.shape)
+    height = property(lambda self: self._world.height)
+    width = property(lambda self: self._world.width)
+    agents = property(lambda self: self._world.agents)
+    path = property(lambda self: self._world.path)
+    writable = False
+
+    def __getitem__(self, name: str) -> PastLayer:
+        spec = self._world.spec.layer(name)  # LayerNotFoundError for an unknown name
+        if name not in self._layers:
+            self._layers[name] = PastLayer(self._world, self._index, spec, self._world.spec.shape_of(name))
+        return self._layers[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._world
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._world)
+
+    def __repr__(self) -> str:
+        return f"<worldstore past world {self._world.path!r} at step {self._step}>"
+
+    def _check_writable(self) -> None:
+        raise ReadOnlyWorldError(f"{self!r} is a past state: it cannot change; restore() it to change it")
+
+    def observe(self, positions: Any, radius: Any = None, channels: Any = None, **options: Any) -> Any:
+        """As :meth:`World.observe`, on the past state (``into=`` is refused: the past is read-only)."""
+        from .observe import observe
+
+        return observe(self, positions, radius, channels, **options)
