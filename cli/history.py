@@ -9,7 +9,7 @@ import click
 
 import worldstore
 
-from .options import format_bytes, json_option, path_argument
+from .options import format_bytes, json_option, path_argument, progress
 
 
 @click.command(short_help="Append the world's committed state to its history.")
@@ -50,3 +50,28 @@ def restore(path, step):
     with worldstore.open(path, "r+") as world:
         world.restore(step)
     click.echo(f"{path}: restored step {step}")
+
+
+@click.command(name="compact", short_help="Rewrite a world file compactly, thinning its history.")
+@path_argument
+@click.option("--keep-last", type=click.IntRange(min=1), help="Keep the last K snapshots.")
+@click.option("--keep-every", type=click.IntRange(min=1), help="Keep every M-th snapshot (the first included).")
+@click.option("--codec", type=click.Choice(worldstore.HISTORY_CODECS), default="gzip", show_default=True,
+              help="Compression of the history; blosc2 needs hdf5plugin (here and in other tools).")
+@json_option
+def compact_command(path, keep_last, keep_every, codec, as_json):
+    """Rewrite the world file PATH without dead space, keeping the snapshots the rules name (all, by default).
+
+    Every copied layer and snapshot is checked against the original by checksum before the new
+    file replaces it; the original is untouched if anything fails or the run is killed. Refuses
+    a file that a writer holds.
+    """
+    with progress("compacting", 100) as on_step:
+        report = worldstore.compact(path, keep_last=keep_last, keep_every=keep_every, codec=codec,
+                                    on_progress=lambda done, total: on_step(100 * done // max(1, total), 100))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"compacted {path}: {format_bytes(report['bytes_before'])} -> {format_bytes(report['bytes_after'])}, "
+               f"{len(report['snapshots_kept'])} of {report['snapshots_before']} snapshots kept, "
+               f"{report['checksums']} checksums verified")

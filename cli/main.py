@@ -12,7 +12,7 @@ import worldstore
 
 from .create import create
 from .demo import demo
-from .history import history, restore, snapshot
+from .history import compact_command, history, restore, snapshot
 from .inspect import inspect
 from .options import WorldstoreGroup
 
@@ -29,6 +29,7 @@ main.add_command(demo)
 main.add_command(snapshot)
 main.add_command(history)
 main.add_command(restore)
+main.add_command(compact_command)
 
 
 if __name__ == "__main__":

@@ -263,3 +263,16 @@ def test_restore_of_an_unknown_step_is_a_one_line_error(agentfarm_path):
     proc = run_cli("restore", agentfarm_path, "42")
     assert proc.returncode == 1
     assert_one_line_error(proc.stderr, "no snapshot at step 42")
+
+
+def test_compact_command(tmp_path):
+    path = tmp_path / "demo.h5"
+    assert cli("demo", path, "--size", "24x24", "--agents", "3", "--steps", "30").exit_code == 0
+    result = cli("compact", path, "--keep-last", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["snapshots_before"] == 4 and report["snapshots_kept"] == [30] and report["checksums"] > 0
+    text = cli("compact", path)
+    assert text.exit_code == 0 and "1 of 1 snapshots kept" in text.stdout
+    bad = cli("compact", path, "--keep-last", "0")
+    assert bad.exit_code == 2

@@ -357,3 +357,22 @@ def test_sparse_storage_is_for_temporal_layers_only(tmp_path):
     with worldstore.create(tmp_path / "x.h5", temporal_spec(0.9, 0.0)) as world:
         with pytest.raises(worldstore.SpecError, match="temporal layers only"):
             world.set_storage("RESOURCES", "sparse")
+
+
+def test_a_world_left_open_at_exit_is_flushed_whole(tmp_path):
+    """At interpreter exit worldstore closes open worlds before h5py shuts down (a half-done flush
+    there once emptied sparse layers: resized COO datasets whose data was never written)."""
+    from conftest import run_python
+
+    path = tmp_path / "exit.h5"
+    spec = WorldSpec(16, 16, 0, [LayerSpec("HEAT", "temporal", storage="sparse"),
+                                 LayerSpec("FOOD", "resource", storage="memory")])
+    worldstore.create(path, spec).close()
+    proc = run_python("import sys, worldstore\n"
+                      "w = worldstore.open(sys.argv[1], 'r+')\n"
+                      "w.deposit('HEAT', [1, 2, 3], [4, 5, 6], [1.0, 2.0, 3.0])\n"
+                      "w['FOOD'][2, 2] = 7.0\n", str(path))
+    assert proc.returncode == 0, proc.stderr
+    with worldstore.open(path) as world:
+        assert world["HEAT"].nnz == 3 and float(world["HEAT"][3, 6]) == 3.0
+        assert float(world["FOOD"][2, 2]) == 7.0

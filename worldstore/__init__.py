@@ -23,15 +23,17 @@ from .errors import (DepositError, DiskFullError, HistoryError, LayerDtypeError,
 from .layer import Layer
 from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec,
                    parse_size)
+from ._schema import HISTORY_CODECS
+from .compaction import compact
 from .demo import run_demo
 from .summary import inspect
 from .world import World, create, open
 
 __all__ = [
     "__version__", "presets",
-    "create", "open", "inspect", "parse_size", "run_demo",
+    "create", "open", "inspect", "compact", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
-    "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY",
+    "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",

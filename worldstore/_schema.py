@@ -117,7 +117,36 @@ def _grid_scales(group: h5py.Group, spec: WorldSpec) -> dict[str, h5py.Dataset]:
     return scales
 
 
-def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
+#: Compression of history datasets: gzip (any HDF5 tool reads it), blosc2 (Zstd through
+#: Blosc2, much faster; other tools need the hdf5plugin filters), none.
+HISTORY_CODECS = ("gzip", "blosc2", "none")
+
+
+def history_filters(codec: str) -> dict[str, Any]:
+    """h5py dataset options of a history codec."""
+    if codec == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    if codec == "none":
+        return {}
+    if codec == "blosc2":
+        try:
+            import hdf5plugin
+        except ImportError as exc:
+            raise SpecError("history codec 'blosc2' needs the hdf5plugin package: pip install hdf5plugin "
+                            "(or pip install 'worldstore[blosc2]')") from exc
+        return dict(hdf5plugin.Blosc2(cname="zstd", clevel=3, filters=hdf5plugin.Blosc2.SHUFFLE))
+    raise SpecError(f"unknown history codec {codec!r}; expected one of {', '.join(HISTORY_CODECS)}")
+
+
+def load_filters() -> None:
+    """Register hdf5plugin's filters (Blosc2...) with h5py where installed, so compressed history reads."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        pass
+
+
+def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -> None:
     """Create every dataset, scale and attribute of a new world in ``f``.
 
     Layer storage is allocated (early) but never written by HDF5: the caller
@@ -156,7 +185,7 @@ def write_skeleton(f: h5py.File, spec: WorldSpec) -> None:
         coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name} while it is sparse"
         values.attrs["long_name"] = f"values of the non-zero cells of {layer.name} while it is sparse"
 
-    write_history_skeleton(f, spec)
+    write_history_skeleton(f, spec, history_codec)
 
     for layer in spec.layers:
         dtype = layer.np_dtype
@@ -224,13 +253,15 @@ def history_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1,) + (1,) * (len(shape) - 2) + tile
 
 
-def write_history_skeleton(f: h5py.File, spec: WorldSpec) -> None:
+def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -> None:
     """Create /history, empty: snapshots only extend its datasets.
 
     It has its own copies of the grid's dimension scales: netCDF readers
     (xarray) look for a dimension in the group and its parents only.
     """
+    filters = history_filters(codec)
     group = f.create_group(HISTORY_GROUP, track_order=True)
+    group.attrs["codec"] = codec
     scales = _grid_scales(group, spec)
     step = group.create_dataset("step", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
     step.make_scale("step")
@@ -243,9 +274,9 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec) -> None:
         if layer.grid_class == "temporal":
             coords_name, values_name, start_name = history_names(spec, layer.name)
             coords = group.create_dataset(coords_name, shape=(0, 2), dtype=np.int32, maxshape=(None, 2),
-                                          chunks=(COO_CHUNK, 2), compression="gzip", shuffle=True)
+                                          chunks=(COO_CHUNK, 2), **filters)
             values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),
-                                          chunks=(COO_CHUNK,), compression="gzip", shuffle=True)
+                                          chunks=(COO_CHUNK,), **filters)
             start = group.create_dataset(start_name, shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
             start.dims[0].attach_scale(step)
             coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name}, snapshot after snapshot"
@@ -254,8 +285,8 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec) -> None:
             continue
         shape = spec.shape_of(layer.name)
         dset = group.create_dataset(layer.name, shape=(0,) + shape, dtype=layer.np_dtype,
-                                    maxshape=(None,) + shape, chunks=history_chunks(shape), compression="gzip",
-                                    shuffle=True, fillvalue=np.array(layer.fill_value, dtype=layer.np_dtype))
+                                    maxshape=(None,) + shape, chunks=history_chunks(shape),
+                                    fillvalue=np.array(layer.fill_value, dtype=layer.np_dtype), **filters)
         dset.dims[0].attach_scale(step)
         for axis, dim in enumerate(spec.dims_of(layer.name), start=1):
             dset.dims[axis].attach_scale(scales[dim])

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 def history_group(world: "World") -> h5py.Group:
+    _schema.load_filters()
     group = world._file.get(_schema.HISTORY_GROUP)
     if not isinstance(group, h5py.Group):
         raise HistoryError(f"{world.path} has no history (it was written by an older worldstore, format 1): "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -39,6 +41,7 @@ class World:
     def __init__(self, h5file: h5py.File, fd: int, path: str, mode: str, spec: WorldSpec,
                  layers: dict[str, Layer], storages: dict[str, LayerStorage], step: int, committed: int):
         # Private: use worldstore.create / worldstore.open.
+        _OPEN.add(self)
         self._file: h5py.File | None = h5file
         self._fd = fd
         self._path = path
@@ -390,6 +393,7 @@ class World:
         """
         if self._file is None:
             return
+        _OPEN.discard(self)
         try:
             if self.writable:
                 self.flush()
@@ -422,8 +426,23 @@ class World:
             raise ReadOnlyWorldError(f"world {self._path} is open read-only; open it with mode='r+' to change it")
 
 
+#: Worlds not yet closed. At interpreter exit they are closed (so flushed) while h5py and numpy
+#: still work: a world left to the garbage collector at shutdown would flush half-way (resized
+#: datasets, unwritten data) once h5py's own exit handler had closed its files.
+_OPEN: "weakref.WeakSet[World]" = weakref.WeakSet()
+
+
+@atexit.register  # registered after h5py's import, so it runs before h5py's exit handler
+def _close_open_worlds() -> None:
+    for world in list(_OPEN):
+        try:
+            world.close()
+        except Exception:  # noqa: BLE001 - exit goes on; the other worlds still get closed
+            pass
+
+
 def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
-           write_fill: bool = False) -> World:
+           write_fill: bool = False, history_codec: str = "gzip") -> World:
     """Create a world file for ``spec`` and open it for writing.
 
     Every layer is allocated and its disk blocks reserved now, so a full disk
@@ -438,6 +457,10 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     for runs whose first steps must be as fast as later ones. Layers with a
     non-zero fill value are always written.
 
+    ``history_codec`` compresses snapshots: ``"gzip"`` (any HDF5 tool reads
+    it), ``"blosc2"`` (Zstd through Blosc2, much faster; needs the
+    hdf5plugin package here and its filters in other tools) or ``"none"``.
+
     >>> import worldstore, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
     >>> spec = worldstore.WorldSpec(32, 32, 0, [worldstore.LayerSpec("TERRAIN_COST", "environment",
@@ -450,6 +473,7 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     if not isinstance(spec, WorldSpec):
         raise TypeError(f"spec must be a WorldSpec, got {type(spec).__name__}")
     path = os.fspath(path)
+    _schema.history_filters(history_codec)  # an unknown codec, or blosc2 without hdf5plugin: fail first
     if os.path.exists(path) and not overwrite:
         raise WorldExistsError(errno.EEXIST, "a file exists there; pass overwrite=True to replace it", path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -459,7 +483,7 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     # leaves neither a partial world nor a damaged previous file.
     partial = os.path.join(directory, f".{os.path.basename(path)}.creating-{os.getpid()}")
     try:
-        _write_new_file(partial, spec, write_fill)
+        _write_new_file(partial, spec, write_fill, history_codec)
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):
@@ -471,10 +495,10 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
 _FILL_CHUNK = 8 << 20  # bytes per pwrite when writing fill values
 
 
-def _write_new_file(path: str, spec: WorldSpec, write_fill: bool) -> None:
+def _write_new_file(path: str, spec: WorldSpec, write_fill: bool, history_codec: str = "gzip") -> None:
     with h5py.File(path, "w", libver=_schema.LIBVER, alignment_threshold=_schema.ALIGNMENT,
                    alignment_interval=_schema.ALIGNMENT) as f:
-        _schema.write_skeleton(f, spec)
+        _schema.write_skeleton(f, spec, history_codec)
         f.flush()  # HDF5 extends the file to cover the early-allocated layers
         fd = os.open(path, os.O_RDWR)
         try:
