@@ -14,6 +14,7 @@ from .create import create
 from .demo import demo
 from .history import compact_command, history, restore, snapshot
 from .inspect import inspect
+from .render import render
 from .options import WorldstoreGroup
 
 
@@ -30,6 +31,7 @@ main.add_command(snapshot)
 main.add_command(history)
 main.add_command(restore)
 main.add_command(compact_command)
+main.add_command(render)
 
 
 if __name__ == "__main__":

@@ -276,3 +276,17 @@ def test_compact_command(tmp_path):
     assert text.exit_code == 0 and "1 of 1 snapshots kept" in text.stdout
     bad = cli("compact", path, "--keep-last", "0")
     assert bad.exit_code == 2
+
+
+def test_render_command(tmp_path):
+    path = tmp_path / "demo.h5"
+    assert cli("demo", path, "--size", "24x24", "--agents", "3", "--steps", "20").exit_code == 0
+    png = cli("render", path, "AGENT_MEMORY", "--agent", "1", "--step", "10", "-o", tmp_path / "m.png")
+    assert png.exit_code == 0, png.stderr
+    assert "wrote" in png.stdout and (tmp_path / "m.png").stat().st_size > 0
+    gif = cli("render", path, "TRAILS", "--gif", "-o", tmp_path / "t.gif", "--json")
+    assert gif.exit_code == 0, gif.stderr
+    assert json.loads(gif.stdout)["steps"] == [0, 10, 20]
+    proc = run_cli("render", path, "AGENT_MEMORY", "-o", tmp_path / "x.png")
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "say which agent")

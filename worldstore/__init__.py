@@ -16,7 +16,7 @@
 from . import presets
 from ._version import __version__
 from .errors import (DepositError, DiskFullError, HistoryError, LayerDtypeError, LayerNotFoundError, LayerShapeError,
-                     ObserveError,
+                     ObserveError, RenderError,
                      ReadOnlyWorldError,
                      SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
                      WorldNotFoundError, WorldstoreError, WorldVersionError)
@@ -26,15 +26,16 @@ from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_K
 from ._schema import HISTORY_CODECS
 from .compaction import compact
 from .demo import run_demo
+from .render import render, render_gif
 from .summary import inspect
 from .world import World, create, open
 
 __all__ = [
     "__version__", "presets",
-    "create", "open", "inspect", "compact", "parse_size", "run_demo",
+    "create", "open", "inspect", "compact", "render", "render_gif", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
-    "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
+    "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
 ]

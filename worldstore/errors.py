@@ -46,6 +46,10 @@ class HistoryError(WorldstoreError, LookupError):
     """A snapshot that is not there (unknown step), or a file without history."""
 
 
+class RenderError(WorldstoreError, ValueError):
+    """A picture that cannot be drawn as asked: no agent for an agent layer, an unknown colormap..."""
+
+
 class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):
     """A write was attempted on a world opened read-only."""
 
