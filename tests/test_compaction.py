@@ -160,3 +160,36 @@ def test_a_compaction_killed_midway_leaves_the_original_intact(tmp_path):
     assert compact(path, keep_last=1)["snapshots_kept"] == [4]  # a later run replaces the leftover
     check_content(path, recorded, [4])
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".compacting")]
+
+
+@pytest.mark.parametrize("target", ["live", "past"])
+def test_a_copy_that_differs_fails_the_check_and_changes_nothing(tmp_path, monkeypatch, target):
+    from worldstore import compaction
+
+    path = tmp_path / "v.h5"
+    recorded = world_with_history(path, snapshots=2)
+    if target == "live":
+        original = compaction._copy_live
+
+        def corrupt(source, world, name):
+            original(source, world, name)
+            if name == "RES_F32":
+                world["RES_F32"][0, 0] += 1
+
+        monkeypatch.setattr(compaction, "_copy_live", corrupt)
+    else:
+        original_copy = compaction._copy_past
+
+        def damaged(source, world, group, index, name, raw):  # one byte of the copied chunk flipped
+            original_copy(source, world, group, index, name, raw)
+            if name == "RES_F32":
+                dset = group[name]
+                offset = (dset.shape[0] - 1, 0, 0)
+                mask, data = dset.id.read_direct_chunk(offset)
+                dset.id.write_direct_chunk(offset, data[:-1] + bytes([data[-1] ^ 1]), filter_mask=mask)
+
+        monkeypatch.setattr(compaction, "_copy_past", damaged)
+    with pytest.raises(HistoryError, match="compaction check failed"):
+        compact(path)
+    check_content(path, recorded, [1, 2])
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".compacting")]
