@@ -179,3 +179,48 @@ def test_history_is_readable_by_h5py_and_xarray(tmp_path):
         assert float(resources.sel(step=1)[3, 3]) == 2.0
     finally:
         dataset.close()
+
+
+def test_a_swmr_reader_sees_new_snapshots_after_refresh(tmp_path):
+    """A writer in SWMR mode snapshots while a reader process holds the file open."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "swmr.h5"
+    worldstore.create(path, every_class_spec().with_storage({"HEAT": "sparse", "RES_I32": "memory"})).close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, worldstore\n"
+         "w = worldstore.open(sys.argv[1], 'r+', swmr=True)\n"
+         "for i in range(3):\n"
+         "    w['RES_F32'][:] = float(i + 1)\n"
+         "    w['RES_I32'][:] = i + 1\n"
+         "    w.deposit('HEAT', [i], [i], 10.0)\n"
+         "    w.snapshot()\n"
+         "    w.step()\n"
+         "    print('snapshot', i, flush=True)\n"
+         "    sys.stdin.readline()\n"
+         "w.close()\n", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**__import__("os").environ, "PYTHONPATH": __import__("os").path.dirname(
+            __import__("os").path.dirname(__import__("os").path.abspath(__file__)))})
+    try:
+        assert writer.stdout.readline().strip() == "snapshot 0"
+        with worldstore.open(path, "r", swmr=True) as reader:
+            assert [s["step"] for s in reader.history()] == [0]
+            for i in (1, 2):
+                writer.stdin.write("\n")
+                writer.stdin.flush()
+                assert writer.stdout.readline().strip() == f"snapshot {i}"
+                assert reader.refresh() == i  # the step of the snapshot just committed
+                assert [s["step"] for s in reader.history()] == list(range(i + 1))
+                past = reader.at(i)
+                assert float(past["RES_F32"][0, 0]) == i + 1 and int(past["RES_I32"][3, 3]) == i + 1
+                assert past["HEAT"].numpy()[i, i] == 10.0
+                assert int(reader["RES_I32"][0, 0]) == i + 1  # an in-RAM layer, read again
+                assert reader["HEAT"].nnz == i + 1  # a sparse layer, read again
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+    finally:
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err

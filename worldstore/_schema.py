@@ -9,6 +9,8 @@ cannot take snapshots)::
 
     /                      root attributes: format name/version, world shape,
                            agent count, step, committed_step, library version
+    /clock                 [step, committed_step] again, as a dataset: SWMR
+                           readers see a dataset change after refreshing it
     /layers/               one dataset per layer, in spec order
     /layers/y, /layers/x   dimension scales (cell indices) of every grid
     /layers/agent          dimension scale of agent and observation layers
@@ -72,6 +74,8 @@ ROOT_FORMAT = "worldstore_format"
 ROOT_VERSION = "worldstore_format_version"
 ROOT_STEP = "step"
 ROOT_COMMITTED = "committed_step"
+#: ``[step, committed_step]`` as a dataset too: what SWMR readers can follow.
+CLOCK = "clock"
 
 # Per-layer attributes (beyond the CF ones: _FillValue, long_name, units).
 A_CLASS = "grid_class"
@@ -173,6 +177,8 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
     root[ROOT_COMMITTED] = np.int64(0)
     root["library_version"] = __version__
     root["Conventions"] = "CF-1.8"
+    clock = f.create_dataset(CLOCK, data=np.zeros(2, dtype=np.int64), maxshape=(2,), chunks=(2,))
+    clock.attrs["long_name"] = "[step, committed_step]: the root attributes, as a dataset SWMR readers can refresh"
 
     group = f.create_group(LAYERS_GROUP, track_order=True)
     scales = _grid_scales(group, spec)
@@ -394,9 +400,14 @@ def _read_layer(dset: h5py.Dataset, where: str) -> LayerSpec:
 
 
 def read_clock(f: h5py.File, path: str) -> tuple[int, int]:
-    """``(step, committed_step)`` from the root attributes."""
-    step = _integer(f.attrs.get(ROOT_STEP), f"{path}: attribute /{ROOT_STEP}")
-    committed = _integer(f.attrs.get(ROOT_COMMITTED), f"{path}: attribute /{ROOT_COMMITTED}")
+    """``(step, committed_step)``: from /clock where the file has it (SWMR readers see a dataset
+    change after refreshing it, not an attribute), else from the root attributes."""
+    clock = f.get(CLOCK)
+    if isinstance(clock, h5py.Dataset) and clock.shape == (2,) and clock.dtype.kind == "i":
+        step, committed = (int(v) for v in clock[...])
+    else:
+        step = _integer(f.attrs.get(ROOT_STEP), f"{path}: attribute /{ROOT_STEP}")
+        committed = _integer(f.attrs.get(ROOT_COMMITTED), f"{path}: attribute /{ROOT_COMMITTED}")
     if step < 0 or committed < 0:
         raise WorldFormatError(f"{path}: negative step counters ({step}, {committed})")
     return step, committed
@@ -405,6 +416,9 @@ def read_clock(f: h5py.File, path: str) -> tuple[int, int]:
 def write_clock(f: h5py.File, step: int, committed: int) -> None:
     f.attrs[ROOT_STEP] = np.int64(step)
     f.attrs[ROOT_COMMITTED] = np.int64(committed)
+    clock = f.get(CLOCK)
+    if isinstance(clock, h5py.Dataset):
+        clock[...] = np.array([step, committed], dtype=np.int64)
 
 
 def layer_extent(dset: h5py.Dataset, file_size: int, where: str) -> tuple[int, int] | None:

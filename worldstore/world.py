@@ -53,6 +53,8 @@ class World:
         self._committed = committed
         # Page-locked host buffers of observe(device="cuda"), by shape and dtype.
         self._pinned: dict = {}
+        # The storage overrides open() was given (refresh() applies them again).
+        self._overrides: Mapping[str, str] | None = None
         # The dense kind a temporal layer returns to when it leaves sparse storage.
         self._dense_kind = {layer.name: layer.storage if layer.storage in DENSE_KINDS else "mapped"
                             for layer in spec.layers}
@@ -261,6 +263,32 @@ class World:
         from . import history
 
         return history.snapshot(self)
+
+    def refresh(self) -> int:
+        """In a SWMR reader: catch up with what the writer has committed; return the committed step.
+
+        The clock, the history (snapshots), and the layers held in RAM or as
+        sparse cells are read again; mapped layers are shared with the writer
+        through the page cache all along. Layers taken from the world before
+        are stale after a refresh: take them again. A writable world has
+        nothing to catch up with and returns its step.
+        """
+        self._check_open()
+        if self.writable:
+            return self._step
+        self._file.visititems(lambda _, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
+        stored = _schema.read_spec(self._file, self._path)
+        step, committed = _schema.read_clock(self._file, self._path)
+        fresh = _attach(self._file, self._path, self._mode, stored, stored.with_storage(self._overrides), step,
+                        committed)
+        _OPEN.discard(fresh)
+        for storage in self._storages.values():
+            storage.close()
+        os.close(self._fd)
+        self._fd, self._layers, self._storages = fresh._fd, fresh._layers, fresh._storages
+        self._spec, self._step, self._committed = fresh._spec, fresh._step, fresh._committed
+        fresh._file = None  # it shared our file; it must not close it
+        return self._committed
 
     def history(self) -> list[dict[str, Any]]:
         """The snapshots, oldest first: ``index``, ``step``, ``time`` (Unix seconds), ``bytes`` stored."""
@@ -528,11 +556,18 @@ def _write_fill(fd: int, dset: h5py.Dataset, value) -> None:
         offset += os.pwrite(fd, chunk[:end - offset], offset)
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str] | None = None) -> World:
+def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str] | None = None,
+         swmr: bool = False) -> World:
     """Open an existing world: ``mode="r"`` to read, ``"r+"`` to read and write.
 
     ``storage`` overrides the stored storage kinds per grid class or layer
     name, for example ``{"agent": "memory"}``.
+
+    ``swmr=True`` uses HDF5's single-writer / multiple-reader mode: a writer
+    opened so (``"r+"``) lets readers opened so (``"r"``) in other processes
+    open the file while it writes; a reader sees what the writer has
+    committed (``flush``, ``snapshot``) after :meth:`World.refresh`. Every
+    dataset a world needs exists from its creation, which SWMR requires.
 
     Everything is checked before anything is mapped: a file that is missing,
     not HDF5, not a world, of a newer format, or truncated raises a specific
@@ -555,17 +590,25 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
         raise WorldFormatError(f"{path} is empty, not a world file")
     try:
-        h5file = h5py.File(path, mode, libver=_schema.LIBVER)
+        h5file = h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
         stored = _schema.read_spec(h5file, path)
         spec = stored.with_storage(storage)
         step, committed = _schema.read_clock(h5file, path)
-        return _attach(h5file, path, mode, stored, spec, step, committed)
+        world = _attach(h5file, path, mode, stored, spec, step, committed)
     except BaseException:
         h5file.close()
         raise
+    world._overrides = storage
+    if swmr and mode == "r+":
+        try:
+            h5file.swmr_mode = True
+        except BaseException:
+            world.close()
+            raise
+    return world
 
 
 def _open_error(path: str, exc: OSError) -> OSError:
