@@ -17,8 +17,8 @@ from .options import format_bytes, json_option, path_argument, progress
 @json_option
 def snapshot(path, as_json):
     """Commit the world file PATH and append every layer's state to its history."""
-    with worldstore.open(path, "r+") as world:
-        record = world.snapshot()
+    with worldstore.open(path, "r+") as world, progress("snapshot", len(world.layers)) as on_layer:
+        record = world.snapshot(on_progress=on_layer)
     click.echo(json.dumps(record) if as_json else
                f"snapshot {record['index']} of {path} at step {record['step']}")
 

@@ -82,13 +82,17 @@ def _stored_bytes(dset: h5py.Dataset) -> int:
     return total[0]
 
 
-def snapshot(world: "World") -> dict[str, Any]:
-    """Commit, then append every layer's state to the history. Returns the snapshot's record."""
+def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
+    """Commit, then append every layer's state to the history. Returns the snapshot's record.
+
+    ``on_progress(done, total)`` is called after each layer.
+    """
     world._check_writable()
     group = history_group(world)
     world.flush()
     index = group["step"].shape[0]
-    for name, layer in world.layers.items():
+    layers = world.layers
+    for done, (name, layer) in enumerate(layers.items(), start=1):
         storage = world._storages[name]
         if layer.grid_class == "temporal":
             if isinstance(storage, SparseStorage):
@@ -102,6 +106,8 @@ def snapshot(world: "World") -> dict[str, Any]:
             dset = group[name]
             dset.resize(index + 1, axis=0)
             dset[index] = storage.array
+        if on_progress is not None:
+            on_progress(done, len(layers))
     for dset_name, value in (("step", world.current_step), ("time", time.time())):
         dset = group[dset_name]
         dset.resize((index + 1,))

@@ -241,12 +241,13 @@ class World:
         remember(self, agent_ids, positions, radius, channels, visibility=visibility)
 
     # -- history ------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, on_progress: Any = None) -> dict[str, Any]:
         """Commit, then append every layer's state to the world's history; return the snapshot's record.
 
-        Dense layers are stored chunked and gzip-compressed, temporal layers as
-        their non-zero cells; the record has the snapshot's ``index``,
-        ``step`` and wall-clock ``time``.
+        Dense layers are stored chunked and compressed (the world's history
+        codec), temporal layers as their non-zero cells; the record has the
+        snapshot's ``index``, ``step`` and wall-clock ``time``.
+        ``on_progress(done, total)`` is called after each layer.
 
         >>> import worldstore, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
@@ -262,7 +263,7 @@ class World:
         """
         from . import history
 
-        return history.snapshot(self)
+        return history.snapshot(self, on_progress)
 
     def refresh(self) -> int:
         """In a SWMR reader: catch up with what the writer has committed; return the committed step.
