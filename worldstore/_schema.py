@@ -47,15 +47,17 @@ are plain numbers and strings (lists are JSON strings); nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
 import numpy as np
 
 from ._version import __version__
-from .errors import SpecError, WorldFormatError, WorldVersionError
+from .errors import SpecError, WorldFormatError, WorldstoreError, WorldVersionError
 from .spec import LayerSpec, WorldSpec
 
 FORMAT_NAME = "worldstore"
@@ -309,6 +311,20 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -
             dset.dims[axis].attach_scale(scales[dim])
         dset.attrs["long_name"] = f"{layer.long_name or layer.name}, at each snapshot"
         dset.attrs["units"] = layer.units
+
+
+@contextlib.contextmanager
+def format_errors(path: str, what: str) -> Iterator[None]:
+    """Turn what HDF5 raises on a damaged file (OSError, KeyError, ValueError...) into WorldFormatError.
+
+    worldstore's own errors pass through unchanged.
+    """
+    try:
+        yield
+    except WorldstoreError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        raise WorldFormatError(f"{path}: {what}: the file is damaged ({exc})") from exc
 
 
 def check_format(f: h5py.File, path: str) -> None:

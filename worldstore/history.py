@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from . import _schema
-from .errors import HistoryError, ReadOnlyWorldError
+from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
 from .spec import LayerSpec, WorldSpec
 from .storage import SparseStorage
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 def history_group(world: "World") -> h5py.Group:
     _schema.load_filters()
-    group = world._file.get(_schema.HISTORY_GROUP)
+    with _schema.format_errors(world.path, "the history group"):
+        group = world._file.get(_schema.HISTORY_GROUP)
     if not isinstance(group, h5py.Group):
         raise HistoryError(f"{world.path} has no history (it was written by an older worldstore, format 1): "
                            "create a new world to take snapshots")
@@ -43,8 +44,11 @@ def history_group(world: "World") -> h5py.Group:
 def snapshots(world: "World") -> list[dict[str, Any]]:
     """Every snapshot, oldest first: ``index``, ``step``, ``time`` (Unix seconds) and ``bytes`` stored."""
     group = history_group(world)
-    steps, times = group["step"][...], group["time"][...]
-    sizes = _bytes_per_snapshot(world, group, len(steps))
+    with _schema.format_errors(world.path, "the history"):
+        steps, times = group["step"][...], group["time"][...]
+        if steps.ndim != 1 or times.shape != steps.shape:
+            raise WorldFormatError(f"{world.path}: history step and time disagree: {steps.shape}, {times.shape}")
+        sizes = _bytes_per_snapshot(world, group, len(steps))
     return [{"index": i, "step": int(steps[i]), "time": float(times[i]), "bytes": int(sizes[i])}
             for i in range(len(steps))]
 
@@ -134,7 +138,8 @@ def find(world: "World", step: Any) -> int:
     """The index of the latest snapshot taken at ``step``, or :class:`HistoryError` naming the steps there are."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise HistoryError(f"a step is an integer, got {step!r}")
-    steps = history_group(world)["step"][...]
+    with _schema.format_errors(world.path, "the history's steps"):
+        steps = history_group(world)["step"][...]
     matches = np.flatnonzero(steps == step)
     if not len(matches):
         known = np.unique(steps)
@@ -148,13 +153,27 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
     """Layer ``name`` at snapshot ``index``: a dense array, or ``(coords, values)`` of a temporal layer."""
     group = history_group(world)
     spec = world.spec
-    if spec.layer(name).grid_class == "temporal":
-        coords_name, values_name, start_name = _schema.history_names(spec, name)
-        starts = group[start_name]
-        begin = int(starts[index])
-        end = int(starts[index + 1]) if index + 1 < starts.shape[0] else group[values_name].shape[0]
-        return group[coords_name][begin:end].astype(np.int64), group[values_name][begin:end]
-    return group[name][index]
+    where = f"layer {name!r} at snapshot {index}"
+    with _schema.format_errors(world.path, where):
+        if spec.layer(name).grid_class == "temporal":
+            coords_name, values_name, start_name = _schema.history_names(spec, name)
+            starts, values = group[start_name], group[values_name]
+            total = values.shape[0]
+            begin = int(starts[index])
+            end = int(starts[index + 1]) if index + 1 < starts.shape[0] else total
+            if not 0 <= begin <= end <= total or group[coords_name].shape != (total, 2):
+                raise WorldFormatError(f"{world.path}: {where}: its cells [{begin}, {end}) do not fit the "
+                                       f"{total} stored")
+            coords = group[coords_name][begin:end].astype(np.int64)
+            if len(coords) and (coords.min() < 0 or coords[:, 0].max() >= spec.height
+                                or coords[:, 1].max() >= spec.width):
+                raise WorldFormatError(f"{world.path}: {where}: coordinates lie outside the world")
+            return coords, values[begin:end]
+        dset = group[name]
+        if dset.shape[1:] != spec.shape_of(name) or dset.dtype != spec.layer(name).np_dtype:
+            raise WorldFormatError(f"{world.path}: {where}: history dataset {dset.shape} {dset.dtype} disagrees "
+                                   f"with the layer")
+        return dset[index]
 
 
 def restore(world: "World", step: Any) -> None:
@@ -199,7 +218,8 @@ class _PastStorage:
         return self._array
 
     def window(self, rows: slice, cols: slice) -> np.ndarray:
-        return history_group(self._world)[self._name][self._index, rows, cols]
+        with _schema.format_errors(self._world.path, f"layer {self._name!r} at snapshot {self._index}"):
+            return history_group(self._world)[self._name][self._index, rows, cols]
 
 
 class PastLayer:

@@ -595,10 +595,11 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
-        stored = _schema.read_spec(h5file, path)
-        spec = stored.with_storage(storage)
-        step, committed = _schema.read_clock(h5file, path)
-        world = _attach(h5file, path, mode, stored, spec, step, committed)
+        with _schema.format_errors(path, "reading the world"):
+            stored = _schema.read_spec(h5file, path)
+            spec = stored.with_storage(storage)
+            step, committed = _schema.read_clock(h5file, path)
+            world = _attach(h5file, path, mode, stored, spec, step, committed)
     except BaseException:
         h5file.close()
         raise
