@@ -75,3 +75,19 @@ def compact_command(path, keep_last, keep_every, codec, as_json):
     click.echo(f"compacted {path}: {format_bytes(report['bytes_before'])} -> {format_bytes(report['bytes_after'])}, "
                f"{len(report['snapshots_kept'])} of {report['snapshots_before']} snapshots kept, "
                f"{report['checksums']} checksums verified")
+
+
+@click.command(short_help="Make a world whose writer was killed open again.")
+@path_argument
+@json_option
+def recover(path, as_json):
+    """Clear the "open for write" flags a killed writer left in PATH (as h5clear -s does) and report.
+
+    Refuses while a process holds the file. worldstore.open does the same by itself.
+    """
+    report = worldstore.recover(path)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    done = "cleared the flags a killed writer left" if report["flags_cleared"] else "nothing to clear"
+    click.echo(f"{path}: {done}; committed step {report['committed_step']}; {report['note']}")

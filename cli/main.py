@@ -12,7 +12,7 @@ import worldstore
 
 from .create import create
 from .demo import demo
-from .history import compact_command, history, restore, snapshot
+from .history import compact_command, history, recover, restore, snapshot
 from .inspect import inspect
 from .render import render
 from .options import WorldstoreGroup
@@ -32,6 +32,7 @@ main.add_command(history)
 main.add_command(restore)
 main.add_command(compact_command)
 main.add_command(render)
+main.add_command(recover)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_K
 from ._schema import HISTORY_CODECS
 from .compaction import compact
 from .demo import run_demo
+from .recovery import recover
 from .render import render, render_gif
 from .summary import inspect
 from .world import World, create, open
 
 __all__ = [
     "__version__", "presets",
-    "create", "open", "inspect", "compact", "render", "render_gif", "parse_size", "run_demo",
+    "create", "open", "inspect", "compact", "recover", "render", "render_gif", "parse_size", "run_demo",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",

@@ -35,7 +35,9 @@ cannot take snapshots)::
     /history/<T>_coords, <T>_values, <T>_start
                            a temporal layer T at each snapshot as COO: every
                            snapshot's cells appended, ``start[i]`` where
-                           snapshot i's begin
+                           snapshot i's begin; each snapshot starts on a chunk
+                           boundary (no chunk is shared by two snapshots, so
+                           appending never rewrites committed data)
 
 Every history dataset exists from creation (empty, extendible): HDF5's SWMR
 writing mode cannot create objects, only extend them.
@@ -282,10 +284,12 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -
     group = f.create_group(HISTORY_GROUP, track_order=True)
     group.attrs["codec"] = codec
     scales = _grid_scales(group, spec)
-    step = group.create_dataset("step", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
+    # One entry per chunk: appending a snapshot never rewrites a chunk an earlier one is in, so a
+    # writer killed mid-snapshot cannot damage what was committed before.
+    step = group.create_dataset("step", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1,))
     step.make_scale("step")
     step.attrs["long_name"] = "world step of the snapshot"
-    when = group.create_dataset("time", shape=(0,), dtype=np.float64, maxshape=(None,), chunks=(1024,))
+    when = group.create_dataset("time", shape=(0,), dtype=np.float64, maxshape=(None,), chunks=(1,))
     when.attrs["long_name"] = "wall-clock time of the snapshot"
     when.attrs["units"] = "seconds since 1970-01-01 00:00:00 UTC"
     when.dims[0].attach_scale(step)
@@ -296,7 +300,7 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -
                                           chunks=(COO_CHUNK, 2), **filters)
             values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),
                                           chunks=(COO_CHUNK,), **filters)
-            start = group.create_dataset(start_name, shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1024,))
+            start = group.create_dataset(start_name, shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1,))
             start.dims[0].attach_scale(step)
             coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name}, snapshot after snapshot"
             values.attrs["long_name"] = f"values of the non-zero cells of {layer.name}, snapshot after snapshot"

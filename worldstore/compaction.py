@@ -191,7 +191,7 @@ def _copy_live(source: World, target: World, name: str) -> None:
 def _copy_past(source: World, target: World, group, index: int, name: str, raw: bool) -> None:
     if source.spec.layer(name).grid_class == "temporal":
         coords, values = history.read_state(source, index, name)
-        history._append_coo(group, target.spec, name, coords, values)
+        history._append_coo(group, target.spec, name, history.snapshot_count(group), coords, values)
         return
     dset = group[name]
     new_index = dset.shape[0]
@@ -205,7 +205,7 @@ def _copy_past(source: World, target: World, group, index: int, name: str, raw: 
 
 
 def _append_clock(group, record: dict[str, Any]) -> None:
-    for name in ("step", "time"):
+    for name in ("time", "step"):  # step last, as a snapshot does
         dset = group[name]
         dset.resize((dset.shape[0] + 1,))
         dset[-1] = record[name]

@@ -45,12 +45,20 @@ def snapshots(world: "World") -> list[dict[str, Any]]:
     """Every snapshot, oldest first: ``index``, ``step``, ``time`` (Unix seconds) and ``bytes`` stored."""
     group = history_group(world)
     with _schema.format_errors(world.path, "the history"):
-        steps, times = group["step"][...], group["time"][...]
-        if steps.ndim != 1 or times.shape != steps.shape:
-            raise WorldFormatError(f"{world.path}: history step and time disagree: {steps.shape}, {times.shape}")
-        sizes = _bytes_per_snapshot(world, group, len(steps))
+        count = snapshot_count(group)
+        steps, times = group["step"][:count], group["time"][:count]
+        sizes = _bytes_per_snapshot(world, group, count)
     return [{"index": i, "step": int(steps[i]), "time": float(times[i]), "bytes": int(sizes[i])}
             for i in range(len(steps))]
+
+
+def snapshot_count(group: h5py.Group) -> int:
+    """Complete snapshots: ``step`` is written last, after ``time`` and every layer, so an entry of
+    ``step`` without its ``time`` (or layers) is a snapshot a killed writer left unfinished."""
+    step, when = group["step"], group["time"]
+    if step.ndim != 1 or when.ndim != 1:
+        raise WorldFormatError(f"history step and time must be 1-D, got {step.shape} and {when.shape}")
+    return min(step.shape[0], when.shape[0])
 
 
 def _bytes_per_snapshot(world: "World", group: h5py.Group, count: int) -> np.ndarray:
@@ -70,7 +78,8 @@ def _bytes_per_snapshot(world: "World", group: h5py.Group, count: int) -> np.nda
         dset = group[names[0]]
 
         def add(info, dset=dset) -> None:
-            sizes[info.chunk_offset[0]] += info.size
+            if info.chunk_offset[0] < count:  # beyond: what an interrupted snapshot left; the next overwrites it
+                sizes[info.chunk_offset[0]] += info.size
 
         dset.id.chunk_iter(add)
     return sizes
@@ -94,7 +103,7 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
     world._check_writable()
     group = history_group(world)
     world.flush()
-    index = group["step"].shape[0]
+    index = snapshot_count(group)  # an unfinished snapshot left by a killed writer is overwritten
     layers = world.layers
     for done, (name, layer) in enumerate(layers.items(), start=1):
         storage = world._storages[name]
@@ -105,14 +114,14 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
                 array = storage.array
                 coords = np.argwhere(array)
                 values = array[tuple(coords.T)]
-            _append_coo(group, world.spec, name, coords, values)
+            _append_coo(group, world.spec, name, index, coords, values)
         else:
             dset = group[name]
             dset.resize(index + 1, axis=0)
             dset[index] = storage.array
         if on_progress is not None:
             on_progress(done, len(layers))
-    for dset_name, value in (("step", world.current_step), ("time", time.time())):
+    for dset_name, value in (("time", time.time()), ("step", world.current_step)):  # step last: it completes it
         dset = group[dset_name]
         dset.resize((index + 1,))
         dset[index] = value
@@ -120,9 +129,15 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
     return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
 
 
-def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarray, values: np.ndarray) -> None:
+def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, index: int, coords: np.ndarray,
+                values: np.ndarray) -> None:
+    """Store snapshot ``index`` of temporal layer ``name`` (entries past ``index`` left by an interrupted
+    snapshot are overwritten)."""
     coords_name, values_name, start_name = _schema.history_names(spec, name)
-    begin = group[values_name].shape[0]
+    # Start on a chunk boundary: the previous snapshot's last chunk is never written again (the gap
+    # is never written either, so it takes no space).
+    chunk = group[values_name].chunks[0]
+    begin = -(-group[values_name].shape[0] // chunk) * chunk
     end = begin + len(values)
     group[coords_name].resize((end, 2))
     group[values_name].resize((end,))
@@ -130,8 +145,8 @@ def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarra
         group[coords_name][begin:end] = np.asarray(coords, dtype=np.int32)
         group[values_name][begin:end] = values
     start = group[start_name]
-    start.resize((start.shape[0] + 1,))
-    start[-1] = begin
+    start.resize((index + 1,))
+    start[index] = begin
 
 
 def find(world: "World", step: Any) -> int:
@@ -139,7 +154,8 @@ def find(world: "World", step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise HistoryError(f"a step is an integer, got {step!r}")
     with _schema.format_errors(world.path, "the history's steps"):
-        steps = history_group(world)["step"][...]
+        group = history_group(world)
+        steps = group["step"][:snapshot_count(group)]
     matches = np.flatnonzero(steps == step)
     if not len(matches):
         known = np.unique(steps)
@@ -255,6 +271,14 @@ class PastLayer:
         import torch
 
         return torch.from_numpy(self.numpy().copy())
+
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords, values)`` of the non-zero cells, row-major order (as :meth:`Layer.coo`)."""
+        if isinstance(self._storage, SparseStorage):
+            return self._storage.coo()
+        array = self.numpy()
+        coords = np.argwhere(array)
+        return coords, array[tuple(coords.T)]
 
     def window(self, rows: slice, cols: slice) -> np.ndarray:
         """``[rows, cols]`` of a 2-D layer, decompressing only the chunks it touches."""

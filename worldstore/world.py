@@ -564,6 +564,10 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     ``storage`` overrides the stored storage kinds per grid class or layer
     name, for example ``{"agent": "memory"}``.
 
+    A file whose writer was killed (HDF5's "open for write" flags left set,
+    no process holding it) is recovered on the way: the flags are cleared, as
+    ``h5clear -s`` does (see :func:`worldstore.recover`).
+
     ``swmr=True`` uses HDF5's single-writer / multiple-reader mode: a writer
     opened so (``"r+"``) lets readers opened so (``"r"``) in other processes
     open the file while it writes; a reader sees what the writer has
@@ -591,7 +595,7 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
         raise WorldFormatError(f"{path} is empty, not a world file")
     try:
-        h5file = h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
+        h5file = _open_file(path, mode, swmr)
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
@@ -611,6 +615,21 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
             world.close()
             raise
     return world
+
+
+def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
+    """h5py.File, recovering by itself a file whose writer was killed (see :mod:`.recovery`)."""
+    try:
+        return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
+    except OSError as exc:
+        if "already open for write" not in str(exc).lower() or not os.access(path, os.W_OK):
+            raise
+        from . import recovery
+
+        if recovery.in_use(path):  # a live writer: HDF5's error stands
+            raise
+        recovery.clear_status_flags(path)  # flags left by a writer that was killed
+        return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
 
 
 def _open_error(path: str, exc: OSError) -> OSError:

@@ -1,0 +1,179 @@
+"""Recovery after a writer was killed: HDF5's status flags cleared, as ``h5clear -s`` does.
+
+A file opened for writing with HDF5's 1.10 format carries "open for write"
+flags in its superblock until it is closed. A writer killed by SIGKILL or a
+scheduler never clears them, and HDF5 then refuses every later open ("file is
+already open for write"). :func:`recover` checks that no process holds the
+file (HDF5 takes a ``flock`` on it while open), then sets the flags to zero
+and rewrites the superblock's checksum (Bob Jenkins' lookup3, as HDF5
+computes it). ``worldstore.open`` does this by itself when it meets such a
+file; ``worldstore recover PATH`` does it explicitly and says what it did.
+
+What recovery does not do yet (issue 6): roll live mapped layers back to the
+last committed state. The committed step is recorded after the layers at each
+``flush``; a writer killed between two flushes leaves in its mapped layers
+whatever it had written since the last one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import Any
+
+from .errors import HistoryError, WorldFormatError, WorldLockedError
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_MASK = 0xFFFFFFFF
+
+
+def _rot(value: int, bits: int) -> int:
+    return ((value << bits) | (value >> (32 - bits))) & _MASK
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``, byte by byte, as HDF5's ``H5_checksum_lookup3``."""
+    length = len(data)
+    a = b = c = (0xDEADBEEF + length + initval) & _MASK
+    offset = 0
+    while length > 12:
+        a = (a + int.from_bytes(data[offset:offset + 4], "little")) & _MASK
+        b = (b + int.from_bytes(data[offset + 4:offset + 8], "little")) & _MASK
+        c = (c + int.from_bytes(data[offset + 8:offset + 12], "little")) & _MASK
+        a = (a - c) & _MASK; a ^= _rot(c, 4); c = (c + b) & _MASK  # noqa: E702 - lookup3's mix, as written
+        b = (b - a) & _MASK; b ^= _rot(a, 6); a = (a + c) & _MASK  # noqa: E702
+        c = (c - b) & _MASK; c ^= _rot(b, 8); b = (b + a) & _MASK  # noqa: E702
+        a = (a - c) & _MASK; a ^= _rot(c, 16); c = (c + b) & _MASK  # noqa: E702
+        b = (b - a) & _MASK; b ^= _rot(a, 19); a = (a + c) & _MASK  # noqa: E702
+        c = (c - b) & _MASK; c ^= _rot(b, 4); b = (b + a) & _MASK  # noqa: E702
+        length -= 12
+        offset += 12
+    if length == 0:
+        return c
+    tail = data[offset:] + bytes(12 - length)
+    a = (a + int.from_bytes(tail[0:4], "little")) & _MASK
+    b = (b + int.from_bytes(tail[4:8], "little")) & _MASK
+    c = (c + int.from_bytes(tail[8:12], "little")) & _MASK
+    c ^= b; c = (c - _rot(b, 14)) & _MASK  # noqa: E702 - lookup3's final, as written
+    a ^= c; a = (a - _rot(c, 11)) & _MASK  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & _MASK  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & _MASK  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & _MASK  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & _MASK  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & _MASK  # noqa: E702
+    return c
+
+
+def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
+    """``(offset, length before the checksum, status flags, size of offsets)`` of a version 2 or 3 superblock."""
+    for offset in (0, 512, 1024, 2048, 4096):
+        if data[offset:offset + 8] == _SIGNATURE:
+            break
+    else:
+        raise WorldFormatError(f"{path}: no HDF5 superblock signature found")
+    version = data[offset + 8]
+    if version not in (2, 3):
+        raise WorldFormatError(f"{path}: superblock version {version}; only versions 2 and 3 carry status flags")
+    size_of_offsets = data[offset + 9]
+    if size_of_offsets not in (2, 4, 8, 16):
+        raise WorldFormatError(f"{path}: superblock has an invalid size of offsets ({size_of_offsets})")
+    length = 12 + 4 * size_of_offsets
+    stored = int.from_bytes(data[offset + length:offset + length + 4], "little")
+    if lookup3(data[offset:offset + length]) != stored:
+        raise WorldFormatError(f"{path}: the superblock's checksum is wrong: the file is damaged, not just "
+                               "left open by a killed writer")
+    return offset, length, data[offset + 11], size_of_offsets
+
+
+def status_flags(path: str | os.PathLike) -> int:
+    """The superblock's status flags: 0 when no writer has the file open (or left it so)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read(4096 + 128)
+    return _superblock(data, path)[2]
+
+
+def end_of_allocation(path: str | os.PathLike) -> int:
+    """The superblock's end-of-allocation address (HDF5's EOA)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read(4096 + 128)
+    offset, _, _, size = _superblock(data, path)
+    field = offset + 12 + 2 * size
+    return int.from_bytes(data[field:field + size], "little")
+
+
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether a process holds the file open through HDF5 (which keeps a ``flock`` on it)."""
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def clear_status_flags(path: str | os.PathLike) -> bool:
+    """Clear the "open for write" flags a killed writer left; False if there were none.
+
+    As ``h5clear -s -i`` does, the end-of-allocation address is also moved up
+    to the end of the file where the writer had written past it: a writer
+    killed in the middle of HDF5's flush can leave the superblock's EOA older
+    than the objects the flush already wrote, which HDF5 then refuses to
+    read ("addr overflow"). Refuses (:class:`WorldLockedError`) while a
+    process holds the file.
+    """
+    path = os.fspath(path)
+    if in_use(path):
+        raise WorldLockedError(f"{path} is held open by another process; recovery is for files whose writer is "
+                               "gone")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        data = os.pread(fd, 4096 + 128, 0)
+        offset, length, flags, size = _superblock(data, path)
+        if flags == 0:
+            return False
+        block = bytearray(data[offset:offset + length])
+        block[11] = 0
+        field = 12 + 2 * size  # the end-of-file (allocation) address, relative to the base address (0 here)
+        end = int.from_bytes(block[field:field + size], "little")
+        block[field:field + size] = max(end, os.fstat(fd).st_size - offset).to_bytes(size, "little")
+        os.pwrite(fd, bytes(block) + lookup3(bytes(block)).to_bytes(4, "little"), offset)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def recover(path: str | os.PathLike) -> dict[str, Any]:
+    """Make a world whose writer was killed open again; say what was done.
+
+    Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
+    were there), ``committed_step`` (what the file holds as committed) and a
+    ``note`` on what recovery does not undo.
+    """
+    from .world import open as open_world
+
+    path = os.fspath(path)
+    cleared = clear_status_flags(path)
+    with open_world(path, "r") as world:
+        committed = world.committed_step
+        try:
+            snapshots = [record["step"] for record in world.history()]
+        except HistoryError:  # a format 1 file
+            snapshots = []
+    return {
+        "path": path,
+        "flags_cleared": cleared,
+        "committed_step": committed,
+        "snapshots": snapshots,
+        "note": "mapped layers keep whatever the writer wrote after its last flush; restore a snapshot to go "
+                "back to a known state",
+    }
