@@ -48,17 +48,11 @@ QUICK = {"rounds": 20}
 
 #: The writer (run with the world's path): continue from the committed step, forever.
 WRITER = r"""
-import hashlib, json, sys
+import json, sys
 import numpy as np
 import worldstore
-
-def digest(world, name):
-    layer = world[name]
-    arrays = layer.coo() if layer.grid_class == "temporal" else (layer.numpy(),)
-    h = hashlib.blake2b(digest_size=8)
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+sys.path.insert(0, sys.argv[2])
+from soak import digest
 
 world = worldstore.open(sys.argv[1], "r+", swmr=True)
 while True:
@@ -115,7 +109,8 @@ def read_reports(text: str, state: dict[str, Any]) -> None:
 
 def kill_writer(path: str, rng: random.Random, state: dict[str, Any], pause: float = 0.15) -> None:
     """Start a writer on ``path``, let it run a random while, SIGKILL it, fold in its reports."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    here = os.path.dirname(os.path.abspath(__file__))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, here], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": ROOT})
     first = writer.stdout.readline()
     time.sleep(rng.uniform(0.0, pause))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator  # noqa: F401  (held_open's annotation)
+
+import contextlib
 import os
 import shutil
 import subprocess
@@ -65,6 +68,21 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@contextlib.contextmanager
+def held_open(path) -> "Iterator[subprocess.Popen]":
+    """Another process holding the world at ``path`` open for writing while inside."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); "
+                               "print('ready', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.communicate("", timeout=60)
 
 
 def have_tool(name: str) -> bool:

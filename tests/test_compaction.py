@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
 import worldstore
-from conftest import every_class_spec, have_tool, run_python
+from conftest import every_class_spec, have_tool, held_open, run_python
 from test_history import advance, live_state
 from worldstore import HistoryError, SpecError, compact
 from worldstore.compaction import kept_snapshots
@@ -133,16 +132,9 @@ def test_bad_requests_change_nothing(tmp_path):
 def test_compact_refuses_a_file_a_writer_holds(tmp_path):
     path = tmp_path / "held.h5"
     recorded = world_with_history(path, snapshots=2)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); "
-                               "print('ready', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_open(path):
         with pytest.raises(worldstore.WorldLockedError, match="held open"):
             compact(path, keep_last=1)
-    finally:
-        holder.communicate("", timeout=60)
     check_content(path, recorded, [1, 2])
 
 

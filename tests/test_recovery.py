@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import worldstore
-from conftest import every_class_spec
+from conftest import every_class_spec, held_open
 from worldstore import recovery
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,18 +64,11 @@ def test_writers_killed_at_random_instants_reopen_with_their_committed_step(tmp_
 def test_recover_refuses_a_file_a_live_writer_holds(tmp_path):
     path = tmp_path / "held.h5"
     worldstore.create(path, every_class_spec()).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); "
-                               "print('ready', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_open(path):
         with pytest.raises(worldstore.WorldLockedError, match="held open"):
             worldstore.recover(path)
         with pytest.raises(worldstore.WorldLockedError):
             worldstore.open(path, "r+")
-    finally:
-        holder.communicate("", timeout=60)
 
 
 def test_recover_command_reports_what_it_did(tmp_path):
