@@ -333,7 +333,7 @@ def print_report(report: dict[str, Any]) -> None:
               + f" {row['auto_kind']:>7}  {ratios['mapped_over_memory']:>10.3f} "
               f"{ratios['sparse_speedup_over_memory']:>7.1f}x {ratios['auto_over_best']:>9.3f}")
     print("Mean per step, and the amortized speedup of sparse (mean memory / mean sparse): the means include")
-    print("the steps where sparse storage merges its recent runs into its main arrays (at 1%, about every 67 steps):")
+    print("the steps where sparse storage merges its recent runs into its main arrays (at 1% here, about every 30 steps):")
     for row in report["densities"]:
         mean = row["step_mean_s"]
         print(f"{row['density']:>7.1%} {'':>15}  " + " ".join(f"{_ms(mean[k]):>8}" for k in KINDS)
