@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worldstore.storage._cells import BlockIndex, CellTags, RunLog, locate
+from worldstore._native import locate_numpy as locate
+from worldstore.storage._cells import BlockIndex, CellTags, RunLog
 
 
 def cell_sets(max_grid: int = 5000):

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ObserveError
+from .temporal import as_array
+
 
 def window_slices(y: int, x: int, radius: int, height: int, width: int) -> tuple[slice, slice, slice, slice]:
     """Where the window around ``(y, x)`` overlaps the world.
@@ -49,18 +52,26 @@ def window_slices(y: int, x: int, radius: int, height: int, width: int) -> tuple
 
 
 def check_positions(positions: Any, height: int, width: int) -> np.ndarray:
-    """``positions`` as an ``(N, 2)`` int64 array of ``(y, x)`` inside the world, or ``ValueError``."""
-    array = np.asarray(positions)
+    """``(N, 2)`` int64 ``(y, x)`` inside the world (numpy or torch), or :class:`ObserveError` naming the problem."""
+    array = as_array(positions)
     if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"positions must have shape (N, 2) of (y, x) rows, got shape {array.shape}")
-    if array.size and array.dtype.kind not in "iu":
-        raise ValueError(f"positions must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64, copy=False)
+        raise ObserveError(f"positions must have shape (N, 2) of (y, x) rows, got shape {array.shape}")
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise ObserveError(f"positions must be integers, got dtype {array.dtype}; round or cast them first")
+    array = np.ascontiguousarray(array, dtype=np.int64)
     outside = (array[:, 0] < 0) | (array[:, 0] >= height) | (array[:, 1] < 0) | (array[:, 1] >= width)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise ValueError(f"position {array[i].tolist()} of agent {i} is outside the {height}x{width} world")
+        raise ObserveError(f"positions: {int(outside.sum())} lie outside the {height}x{width} world, the first "
+                           f"(y={int(array[i, 0])}, x={int(array[i, 1])}) at row {i}")
     return array
+
+
+def check_radius(radius: Any) -> int:
+    """``radius`` as an int >= 0, or :class:`ObserveError`."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise ObserveError(f"radius must be an integer >= 0, got {radius!r}")
+    return int(radius)
 
 
 def pad_outside(out: np.ndarray, positions: np.ndarray, radius: int, height: int, width: int, pad) -> None:
@@ -106,9 +117,8 @@ def gather_windows(source: np.ndarray, positions: Any, radius: int, pad_value: A
     count = len(positions)
     if source.ndim == 3 and source.shape[0] != count:
         raise ValueError(f"an agent layer of {source.shape[0]} agents cannot serve {count} positions")
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-        raise ValueError(f"radius must be an integer >= 0, got {radius!r}")
-    side = 2 * int(radius) + 1
+    radius = check_radius(radius)
+    side = 2 * radius + 1
     if out is None:
         out = np.empty((count, side, side), dtype=dtype)
     elif out.shape != (count, side, side):

@@ -30,43 +30,16 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _native
-from ._windows import window_slices
+from ._windows import check_positions, check_radius, window_slices
 from .errors import ObserveError
 from .storage import SparseStorage
+from .temporal import as_array
 
 if TYPE_CHECKING:
     from .world import World
 
 #: Output dtypes observe() accepts.
 OUTPUT_DTYPES = ("float16", "float32", "float64")
-
-
-def _as_numpy(value: Any) -> np.ndarray:
-    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def check_positions(positions: Any, height: int, width: int, what: str = "positions") -> np.ndarray:
-    """``(N, 2)`` int64 ``(y, x)`` inside the world, or :class:`ObserveError` naming the problem."""
-    array = _as_numpy(positions)
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ObserveError(f"{what} must have shape (N, 2) of (y, x) rows, got shape {array.shape}")
-    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
-        raise ObserveError(f"{what} must be integers, got dtype {array.dtype}; round or cast them first")
-    array = np.ascontiguousarray(array, dtype=np.int64)
-    outside = (array[:, 0] < 0) | (array[:, 0] >= height) | (array[:, 1] < 0) | (array[:, 1] >= width)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise ObserveError(f"{what}: {int(outside.sum())} lie outside the {height}x{width} world, the first "
-                           f"(y={int(array[i, 0])}, x={int(array[i, 1])}) at row {i}")
-    return array
-
-
-def check_radius(radius: Any) -> int:
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-        raise ObserveError(f"radius must be an integer >= 0, got {radius!r}")
-    return int(radius)
 
 
 def check_agent_ids(agent_ids: Any, count: int, agents: int, needed: bool) -> np.ndarray | None:
@@ -78,7 +51,7 @@ def check_agent_ids(agent_ids: Any, count: int, agents: int, needed: bool) -> np
             raise ObserveError(f"an agent-layer channel needs one position per agent: this world has {agents} "
                                f"agents and {count} positions were given; pass agent_ids to say whose they are")
         return np.arange(count, dtype=np.int64)
-    ids = _as_numpy(agent_ids)
+    ids = as_array(agent_ids)
     if ids.shape != (count,) or (ids.size and ids.dtype.kind not in "iu"):
         raise ObserveError(f"agent_ids must be {count} integers (one per position), got shape {ids.shape} "
                            f"and dtype {ids.dtype}")

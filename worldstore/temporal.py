@@ -27,7 +27,8 @@ MODES = ("add", "max", "set")
 _DECAY_BLOCK = 1 << 16
 
 
-def _as_array(values: Any) -> np.ndarray:
+def as_array(values: Any) -> np.ndarray:
+    """An ndarray of ``values``; a torch tensor is moved to the CPU first (torch need not be imported)."""
     if type(values).__module__.startswith("torch") and hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     return np.asarray(values)
@@ -38,7 +39,7 @@ def check_deposit(name: str, shape: tuple[int, int], dtype: np.dtype, ys: Any, x
     """Validate a deposit; return ``(linear indices int64, values in the layer dtype)``."""
     if mode not in MODES:
         raise DepositError(f"deposit into {name!r}: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    ys, xs, values = _as_array(ys), _as_array(xs), _as_array(values)
+    ys, xs, values = as_array(ys), as_array(xs), as_array(values)
     for label, coords in (("ys", ys), ("xs", xs)):
         if coords.ndim != 1:
             raise DepositError(f"deposit into {name!r}: {label} must be 1-D, got shape {coords.shape}")

@@ -19,15 +19,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .._native import block_starts, hash_slots, locate_numpy, locate_sorted, tags_mark
+from .._native import block_starts, hash_slots, locate_sorted, tags_mark
 
 
 #: Cells per chunk where a pass over many cells is split to keep its temporaries small.
 _CHUNK = 1 << 16
-
-
-#: For ``cells``: which are in ``sorted_cells``, and their positions there (binary search).
-locate = locate_numpy
 
 
 class CellTags:
@@ -72,12 +68,6 @@ class CellTags:
         self._room -= len(cells)
         return self._room >= 0
 
-    @property
-    def room(self) -> int:
-        """How many more cells can be added before a rebuild."""
-        return self._room
-
-
 
 class BlockIndex:
     """Where each block of ``2**shift`` consecutive cells starts in a sorted cell array.
@@ -100,7 +90,7 @@ class BlockIndex:
         self._starts = block_starts(cells, self._shift, blocks)
 
     def locate(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``cells``: which are held, and their positions (like :func:`locate`)."""
+        """For ``cells``: which are held, and their positions (as a binary search would give them)."""
         if not len(self._cells):
             return np.zeros(len(cells), dtype=bool), np.zeros(len(cells), dtype=np.int64)
         block = cells >> self._shift
@@ -191,13 +181,10 @@ class RunLog:
 
     def entries_in(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every run's entries with ``lo[q] <= cell < hi[q]``: their cells, values and query ``q``."""
-        keys = self._keys[:len(self)]
         prefixes = (np.arange(self.runs, dtype=np.int64) << self._cell_bits)[:, None]
-        first = np.searchsorted(keys, (prefixes + lo).ravel())
-        last = np.searchsorted(keys, (prefixes + hi).ravel())
-        picks = ranges(first, last)
-        query = np.repeat(np.tile(np.arange(len(lo)), self.runs), last - first)
-        return keys[picks] & self._mask, self._values[picks], query
+        keys, values, query = entries_in(self._keys[:len(self)], self.values, (prefixes + lo).ravel(),
+                                         (prefixes + hi).ravel())
+        return keys & self._mask, values, query % len(lo)  # one query per range and run
 
     def clear(self) -> None:
         """Forget every run; the buffers are kept for the next ones."""

@@ -144,8 +144,7 @@ class SparseStorage:
         parts = [entries_in(self._main_cells, self._main_values, lo, hi)]
         if len(self._log):
             parts.append(self._log.entries_in(lo, hi))
-        cells, values, query = (np.concatenate(column) for column in zip(*parts))
-        return cells, values, query
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
     def gather_windows(self, positions: np.ndarray, radius: int, out: np.ndarray, pad) -> None:
         """Each agent's window into ``out[i]`` (``(N, S, S)``, any strides): only the entries inside them.
@@ -190,7 +189,7 @@ class SparseStorage:
         run = self._log.append(fresh_cells, fresh)
         if not self._tags.add(fresh_cells, run):  # full: rebuild, sized for twice what it holds
             self._tags = CellTags(self._main_cells, self._log.cells_by_run(), self.nnz)
-        if (self._log.runs >= _MAX_RUNS or len(self._log) > max(_RUN_MIN, _LOG_RATIO * len(self._main_cells))
+        if (self._log.runs >= _MAX_RUNS or len(self._log) > max(_RUN_MIN, len(self._main_cells))
                 or self._zeros > self.nnz):
             self._settle()
 
@@ -253,7 +252,7 @@ class SparseStorage:
         self._log.clear()
         self._zeros = 0
         # Fresh tags: about as cheap as retagging every slot MAIN, and cells that left lose theirs.
-        self._tags = CellTags(self._main_cells, [], max(_RUN_MIN, _LOG_RATIO * count))
+        self._tags = CellTags(self._main_cells, [], max(_RUN_MIN, count))
 
     def decay(self, decay: float, threshold: float) -> int:
         """``v <- v * decay``; cells with ``|v| < threshold`` become 0. Returns nnz."""
@@ -275,12 +274,11 @@ class SparseStorage:
 
 
 #: Runs are merged into main when there are _MAX_RUNS of them, or when they
-#: hold more than max(_RUN_MIN, _LOG_RATIO * main) cells: a merge copies main,
-#: so the more cells the runs gather first, the less a merge costs per cell.
+#: hold more than max(_RUN_MIN, main) cells: a merge copies main, so the more
+#: cells the runs gather first, the less a merge costs per cell.
 _MAX_RUNS = CellTags.MAX_RUNS
 _RUN_MIN = 1 << 16
 #: Reads of many ranges (windows, observations) merge the runs first when there are more.
 _RUNS_PER_READ = 8
-_LOG_RATIO = 1
 #: Decay compacts main when more than 1/_COMPACT_FRACTION of it is zeros.
 _COMPACT_FRACTION = 4
