@@ -81,7 +81,8 @@ def compact_command(path, keep_last, keep_every, codec, as_json):
 @path_argument
 @json_option
 def recover(path, as_json):
-    """Clear the "open for write" flags a killed writer left in PATH (as h5clear -s does) and report.
+    """Clear the "open for write" flags a killed writer left in PATH (as h5clear -s does), finish or
+    discard the commit it was writing, and report.
 
     Refuses while a process holds the file. worldstore.open does the same by itself.
     """
@@ -89,5 +90,9 @@ def recover(path, as_json):
     if as_json:
         click.echo(json.dumps(report))
         return
-    done = "cleared the flags a killed writer left" if report["flags_cleared"] else "nothing to clear"
-    click.echo(f"{path}: {done}; committed step {report['committed_step']}; {report['note']}")
+    done = ["cleared the flags a killed writer left" if report["flags_cleared"] else "no flags to clear"]
+    journal = {"replayed": "finished the commit the kill interrupted (its journal was whole)",
+               "discarded": "discarded a commit the kill cut short (the file keeps the commit before)"}
+    if report["journal"] in journal:
+        done.append(journal[report["journal"]])
+    click.echo(f"{path}: {'; '.join(done)}; committed step {report['committed_step']}")

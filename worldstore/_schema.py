@@ -80,6 +80,7 @@ ROOT_STEP = "step"
 ROOT_COMMITTED = "committed_step"
 #: ``[step, committed_step]`` as a dataset too: what SWMR readers can follow.
 CLOCK = "clock"
+COMMIT = "commit"
 
 # Per-layer attributes (beyond the CF ones: _FillValue, long_name, units).
 A_CLASS = "grid_class"
@@ -183,6 +184,7 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
     root["Conventions"] = "CF-1.8"
     clock = f.create_dataset(CLOCK, data=np.zeros(2, dtype=np.int64), maxshape=(2,), chunks=(2,))
     clock.attrs["long_name"] = "[step, committed_step]: the root attributes, as a dataset SWMR readers can refresh"
+    write_commit_dataset(f)
 
     group = f.create_group(LAYERS_GROUP, track_order=True)
     scales = _grid_scales(group, spec)
@@ -439,6 +441,30 @@ def write_clock(f: h5py.File, step: int, committed: int) -> None:
     clock = f.get(CLOCK)
     if isinstance(clock, h5py.Dataset):
         clock[...] = np.array([step, committed], dtype=np.int64)
+
+
+def write_commit_dataset(f: h5py.File) -> None:
+    """``/commit``: [sequence, committed step], contiguous so readers can read it with one pread.
+
+    The sequence is odd while a commit is being applied (see :mod:`worldstore.commit`).
+    """
+    dset = f.create_dataset(COMMIT, data=np.zeros(2, dtype=np.int64))
+    dset.attrs["long_name"] = ("[sequence, committed_step]: the sequence is odd while a commit is being written "
+                               "into the file; readers that see it odd or changed read again")
+
+
+def commit_offset(f: h5py.File, file_size: int, path: str) -> int | None:
+    """Where ``/commit``'s 16 bytes lie; None in files without it (written before it existed)."""
+    dset = f.get(COMMIT)
+    if dset is None:
+        return None
+    where = f"{path}: dataset /{COMMIT}"
+    if not isinstance(dset, h5py.Dataset) or dset.shape != (2,) or dset.dtype != np.int64:
+        raise WorldFormatError(f"{where} must be two int64 values")
+    extent = layer_extent(dset, file_size, where)
+    if extent is None:
+        raise WorldFormatError(f"{where} must be stored contiguous and allocated")
+    return extent[0]
 
 
 def layer_extent(dset: h5py.Dataset, file_size: int, where: str) -> tuple[int, int] | None:

@@ -132,7 +132,7 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
                     if on_progress:
                         on_progress(done, total)
                 target._step = source.current_step
-                target.flush()
+                target.commit()
                 group = history.history_group(target)
                 # Same codec: compressed chunks are copied as they are, neither decompressed nor recompressed.
                 raw = history.history_group(source).attrs.get("codec", "gzip") == codec

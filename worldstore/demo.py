@@ -93,10 +93,10 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
             if snapshot_every and done % snapshot_every == 0:
                 world.snapshot()  # commits too
             elif done % FLUSH_EVERY == 0:
-                world.flush()
+                world.commit()
             if on_step is not None:
                 on_step(done, steps)
-        world.flush()
+        world.commit()
         summary = {
             "path": os.path.abspath(world.path),
             "height": world.height,

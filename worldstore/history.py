@@ -102,7 +102,7 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
     """
     world._check_writable()
     group = history_group(world)
-    world.flush()
+    world.commit()
     index = snapshot_count(group)  # an unfinished snapshot left by a killed writer is overwritten
     layers = world.layers
     for done, (name, layer) in enumerate(layers.items(), start=1):
@@ -214,7 +214,7 @@ def restore(world: "World", step: Any) -> None:
         else:
             storage.array[...] = state
     world._step = int(step)
-    world.flush()
+    world.commit()
 
 
 class _PastStorage:

@@ -88,11 +88,14 @@ class Layer:
     6.0
     """
 
-    def __init__(self, spec: LayerSpec, shape: tuple[int, ...], storage: "LayerStorage", writable: bool):
+    def __init__(self, spec: LayerSpec, shape: tuple[int, ...], storage: "LayerStorage", writable: bool,
+                 guard: Any = None):
         self._spec = spec
         self._shape = shape
         self._storage: LayerStorage | None = storage
         self._writable = writable
+        # In a reader: runs a read again until no commit landed while it ran (World._consistent_read).
+        self._guard = guard
 
     # -- what it is -------------------------------------------------------
     @property
@@ -213,6 +216,8 @@ class Layer:
             raise LayerShapeError(f"layer {self.name!r}: window() reads 2-D layers; this one has shape {self._shape}")
         if storage.kind == "sparse":
             return storage.window(rows, cols)  # type: ignore[attr-defined]
+        if self._guard is not None:
+            return self._guard(lambda: storage.array[rows, cols].copy())
         return storage.array[rows, cols].copy()
 
     def __array__(self, dtype=None, copy=None):
@@ -225,7 +230,14 @@ class Layer:
         return self._shape[0]
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        """numpy indexing of the live array (a view for basic indexing)."""
+        """numpy indexing of the live array: a view for basic indexing in a writable world.
+
+        In a read-only world the result is a copy of one committed step, even
+        while a writer commits beside it (see ``World.read``).
+        """
+        if self._guard is not None:
+            array = self.numpy()
+            return self._guard(lambda: np.array(array[index], copy=True))
         return self.numpy()[index]
 
     def __setitem__(self, index: Any, values: Any) -> None:

@@ -9,10 +9,10 @@ and rewrites the superblock's checksum (Bob Jenkins' lookup3, as HDF5
 computes it). ``worldstore.open`` does this by itself when it meets such a
 file; ``worldstore recover PATH`` does it explicitly and says what it did.
 
-What recovery does not do yet (issue 6): roll live mapped layers back to the
-last committed state. The committed step is recorded after the layers at each
-``flush``; a writer killed between two flushes leaves in its mapped layers
-whatever it had written since the last one.
+Live layers need no rolling back: the writer's changes reach the file only
+through commits (see :mod:`worldstore.commit`), so the file holds the last
+commit, except while one is being written; a commit the kill interrupted is
+finished from its journal (``PATH-journal``) when it was whole, or discarded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 from typing import Any
 
 from .errors import HistoryError, WorldFormatError, WorldLockedError
@@ -104,8 +105,49 @@ def end_of_allocation(path: str | os.PathLike) -> int:
     return int.from_bytes(data[field:field + size], "little")
 
 
+#: The byte (far past any file's end) a worldstore writer keeps a write lock on while it lives.
+#: HDF5's own lock (``flock``) is dropped once a writer enters SWMR mode, so it cannot say that.
+_WRITER_BYTE = 1 << 62
+
+
+def _writer_lock(lock_type: int) -> bytes:
+    # struct flock on Linux x86-64 / arm64: l_type, l_whence, l_start, l_len, l_pid (+ padding).
+    return struct.pack("hhqqi4x", lock_type, os.SEEK_SET, _WRITER_BYTE, 1, 0)
+
+
+def hold_writer_lock(fd: int, path: str) -> None:
+    """Mark ``fd``'s process as the file's writer until ``fd`` is closed (or the process dies).
+
+    An open-file-description lock (``F_OFD_SETLK``): closing other descriptors
+    of the same file, as HDF5 and our own checks do, does not drop it.
+    """
+    if not hasattr(fcntl, "F_OFD_SETLK"):
+        return  # not Linux: HDF5's flock is the only guard
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _writer_lock(fcntl.F_WRLCK))
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
+                                   "one writer per file") from exc
+        raise
+
+
+def writer_alive(path: str | os.PathLike) -> bool:
+    """Whether a worldstore writer process holds ``path`` (its lock from :func:`hold_writer_lock`)."""
+    if not hasattr(fcntl, "F_OFD_GETLK"):
+        return False
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _writer_lock(fcntl.F_WRLCK))
+    finally:
+        os.close(fd)
+    return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+
+
 def in_use(path: str | os.PathLike) -> bool:
-    """Whether a process holds the file open through HDF5 (which keeps a ``flock`` on it)."""
+    """Whether a process holds the file: a worldstore writer, or anyone through HDF5 (its ``flock``)."""
+    if writer_alive(path):
+        return True
     fd = os.open(os.fspath(path), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -156,13 +198,18 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     """Make a world whose writer was killed open again; say what was done.
 
     Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
-    were there), ``committed_step`` (what the file holds as committed) and a
-    ``note`` on what recovery does not undo.
+    were there), ``journal`` (None, ``"replayed"``: an interrupted commit was
+    finished, or ``"discarded"``: a commit the kill cut short before its
+    journal was whole, so the file keeps the commit before), ``committed_step``
+    and the ``snapshots`` there are.
     """
     from .world import open as open_world
 
+    from .commit import replay
+
     path = os.fspath(path)
     cleared = clear_status_flags(path)
+    journal = replay(path)
     with open_world(path, "r") as world:
         committed = world.committed_step
         try:
@@ -172,8 +219,7 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     return {
         "path": path,
         "flags_cleared": cleared,
+        "journal": journal["journal"],
         "committed_step": committed,
         "snapshots": snapshots,
-        "note": "mapped layers keep whatever the writer wrote after its last flush; restore a snapshot to go "
-                "back to a known state",
     }

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from . import _schema, temporal
+from . import commit as _commit
 from .errors import (DepositError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
                      WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError)
 from .layer import Layer
@@ -51,6 +52,11 @@ class World:
         self._storages = storages
         self._step = step
         self._committed = committed
+        # /commit: where its [sequence, committed step] lies (None in older files) and the sequence now.
+        self._sequence_offset: int | None = None
+        self._sequence = 0
+        # Storages replaced since the last commit (set_storage): their written pages are still to commit.
+        self._retired: list[LayerStorage] = []
         # Page-locked host buffers of observe(device="cuda"), by shape and dtype.
         self._pinned: dict = {}
         # The storage overrides open() was given (refresh() applies them again).
@@ -105,7 +111,7 @@ class World:
 
     @property
     def committed_step(self) -> int:
-        """The step the file held at the last :meth:`flush`."""
+        """The step the file held at the last :meth:`commit`."""
         return self._committed
 
     @property
@@ -277,18 +283,16 @@ class World:
         self._check_open()
         if self.writable:
             return self._step
-        self._file.visititems(lambda _, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
-        stored = _schema.read_spec(self._file, self._path)
-        step, committed = _schema.read_clock(self._file, self._path)
-        fresh = _attach(self._file, self._path, self._mode, stored, stored.with_storage(self._overrides), step,
-                        committed)
-        _OPEN.discard(fresh)
+        fresh = _load(self._file, self._path, self._mode, self._overrides)
         for storage in self._storages.values():
             storage.close()
         os.close(self._fd)
         self._fd, self._layers, self._storages = fresh._fd, fresh._layers, fresh._storages
         self._spec, self._step, self._committed = fresh._spec, fresh._step, fresh._committed
-        fresh._file = None  # it shared our file; it must not close it
+        self._sequence_offset, self._sequence = fresh._sequence_offset, fresh._sequence
+        for layer in self._layers.values():
+            layer._guard = self._consistent_read
+        fresh._discard()
         return self._committed
 
     def history(self) -> list[dict[str, Any]]:
@@ -369,50 +373,92 @@ class World:
             replacement: LayerStorage = SparseStorage.from_dense(group, self._spec, layer, current.array, True)
             self._dense_kind[layer] = current.kind
             current.array.fill(0)  # the dense dataset reads as zeros while the COO form holds the data
-            current.flush()
         else:
-            if not isinstance(current, SparseStorage):
-                current.flush()  # a memory layer's values reach the dataset before it is re-read or mapped
+            # The new storage starts from the file's committed bytes: the values since come along.
             replacement = self._dense_storage(layer, kind)
+            dense = replacement.array
             if isinstance(current, SparseStorage):
-                dense = replacement.array
                 dense.fill(0)
                 dense.reshape(-1)[current.cells] = current.values
+            else:
+                dense[...] = current.array
         self._replace_storage(layer, replacement)
         self._spec = self._spec.with_storage({layer: kind})
 
     def _replace_storage(self, layer: str, replacement: LayerStorage) -> None:
-        self._storages[layer].close()
+        # Its changes since the last commit (zeros written over a layer that became sparse, say) are
+        # committed with the rest, before the replacement's; then it is closed.
+        self._retired.append(self._storages[layer])
         self._storages[layer] = replacement
         self._layers[layer]._storage = replacement
 
     def _dense_storage(self, name: str, kind: str) -> LayerStorage:
         dset = self._file[_schema.LAYERS_GROUP][name]
-        if kind == "memory":
-            return MemoryStorage(dset, self.writable)
         extent = _schema.layer_extent(dset, os.fstat(self._fd).st_size, f"{self._path}: layer {name!r}")
+        if kind == "memory":
+            return MemoryStorage(dset, self.writable, self._fd, None if extent is None else extent[0])
         if extent is None:
             raise WorldFormatError(f"{self._path}: layer {name!r} is stored chunked or compressed and cannot be "
                                    "mapped; use memory storage for it")
         return MappedStorage(self._fd, extent[0], dset.shape, dset.dtype, self.writable)
 
     # -- persistence --------------------------------------------------------
-    def flush(self) -> None:
-        """Write everything to the file: mapped pages synced, in-RAM layers written, HDF5 flushed."""
+    def commit(self, durable: bool = True) -> int:
+        """Make the file hold the world as it is now, all at once; return the committed step.
+
+        What changed since the last commit (the pages written in mapped
+        layers, the pages of in-RAM layers that differ from the file, sparse
+        layers' cells, the step) goes first to a journal beside the file
+        (``PATH-journal``), then into the file, while readers that meet the
+        commit half-way read again (see :meth:`read`). A writer killed at
+        any instant leaves the file at its last commit, or at this one once
+        the journal is whole (the next open finishes it). ``durable=True``
+        also fsyncs journal and file, so a commit survives a power cut; a
+        killed process needs no fsync. In a read-only world it does nothing.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> with worldstore.create(path, worldstore.presets.agentfarm(16, 16, 2)) as world:
+        ...     world["RESOURCES"][3, 3] = 7.0
+        ...     _ = world.step()
+        ...     world.commit(), world.committed_step
+        (1, 1)
+        """
         self._check_open()
         if not self.writable:
-            return
-        group = self._file[_schema.LAYERS_GROUP]
-        for name, storage in self._storages.items():
-            storage.flush()
-            if self._layers[name].grid_class == "temporal":
-                if storage.kind != "sparse" and group[self._spec.coo_names_of(name)[1]].shape[0]:
-                    _schema.write_coo(group, self._spec, name, np.empty((0, 2), np.int32),
-                                      np.empty(0, self._layers[name].dtype))
-                _schema.write_storage_kind(group, name, storage.kind)
-        _schema.write_clock(self._file, self._step, self._step)
-        self._file.flush()
+            return self._committed
+        _commit.commit(self, durable)
         self._committed = self._step
+        return self._committed
+
+    def flush(self) -> None:
+        """Commit (durably): the name h5py and numpy users look for. See :meth:`commit`."""
+        self.commit()
+
+    def read(self, reader: Any) -> tuple[int | None, Any]:
+        """Run ``reader(world)`` so that what it reads belongs to one committed step: ``(step, result)``.
+
+        For readers beside a live writer: mapped layers show each commit as it
+        lands, so a read that spans one could mix two steps. ``read`` checks
+        the file's commit sequence before and after, and runs ``reader``
+        again when a commit was written meanwhile; the writer never waits.
+        ``reader`` must copy what it keeps (``layer[...]`` does). Layer reads
+        with ``[...]`` in a read-only world are checked this way by
+        themselves. The step is None for files written before this check existed.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> with worldstore.create(path, worldstore.presets.agentfarm(16, 16, 2)) as world:
+        ...     world["RESOURCES"][:] = 2.0
+        ...     _ = world.step()
+        >>> with worldstore.open(path) as world:
+        ...     world.read(lambda w: float(w["RESOURCES"].numpy().sum()))
+        (1, 512.0)
+        """
+        self._check_open()
+        if self.writable:
+            return self._step, reader(self)
+        return _commit.consistent(self._path, self._fd, self._sequence_offset, lambda: reader(self))
 
     def close(self) -> None:
         """Flush (in a writable world) and release the file. Closing twice is harmless.
@@ -425,8 +471,11 @@ class World:
         _OPEN.discard(self)
         try:
             if self.writable:
-                self.flush()
+                self.commit()
         finally:
+            for storage in self._retired:
+                storage.close()
+            self._retired.clear()
             for layer in self._layers.values():
                 layer._close()
             self._file.close()
@@ -444,6 +493,20 @@ class World:
             self.close()
         except Exception:  # interpreter shutdown, or a flush that cannot succeed
             pass
+
+    def _discard(self, release: bool = False) -> None:
+        """Forget this world without closing its HDF5 file, which another world shares; ``release``:
+        close its storages and descriptor too (a read that is done again), else they were taken over."""
+        _OPEN.discard(self)
+        self._file = None
+        if release:
+            for storage in self._storages.values():
+                storage.close()
+            os.close(self._fd)
+
+    def _consistent_read(self, read: Any) -> Any:
+        """``read()``, run again until no commit landed while it ran (readers; see :meth:`read`)."""
+        return _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
 
     def _check_open(self) -> None:
         if self._file is None:
@@ -594,20 +657,16 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
         raise WorldFormatError(errno.EISDIR, "is a directory, not a world file", path)
     if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
         raise WorldFormatError(f"{path} is empty, not a world file")
+    _finish_commit(path)
     try:
         h5file = _open_file(path, mode, swmr)
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
-        with _schema.format_errors(path, "reading the world"):
-            stored = _schema.read_spec(h5file, path)
-            spec = stored.with_storage(storage)
-            step, committed = _schema.read_clock(h5file, path)
-            world = _attach(h5file, path, mode, stored, spec, step, committed)
+        world = _load(h5file, path, mode, storage)
     except BaseException:
         h5file.close()
         raise
-    world._overrides = storage
     if swmr and mode == "r+":
         try:
             h5file.swmr_mode = True
@@ -615,6 +674,42 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
             world.close()
             raise
     return world
+
+
+def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] | None) -> World:
+    """The world in ``h5file``; a reader reads again until no commit landed while it read."""
+    def attempt() -> World:
+        if h5file.swmr_mode and mode == "r":
+            h5file.visititems(lambda _, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
+        with _schema.format_errors(path, "reading the world"):
+            stored = _schema.read_spec(h5file, path)
+            step, committed = _schema.read_clock(h5file, path)
+            if mode == "r+" and _schema.COMMIT not in h5file:  # a file written before commits had a sequence
+                _schema.write_commit_dataset(h5file)
+                h5file.flush()
+            world = _attach(h5file, path, mode, stored, stored.with_storage(overrides), step, committed)
+        world._overrides = overrides
+        return world
+
+    if mode == "r+":
+        return attempt()
+    with _schema.format_errors(path, "reading the world"):
+        offset = _schema.commit_offset(h5file, os.path.getsize(path), path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _commit.consistent(path, fd, offset, attempt, discard=lambda world: world._discard(release=True))[1]
+    finally:
+        os.close(fd)
+
+
+def _finish_commit(path: str) -> None:
+    """Replay or discard the journal of a commit its writer did not finish (no live process holds the file)."""
+    from . import recovery
+
+    if not os.path.exists(_commit.journal_path(path)) or not os.access(path, os.W_OK) or recovery.in_use(path):
+        return
+    recovery.clear_status_flags(path)
+    _commit.replay(path)
 
 
 def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
@@ -651,6 +746,10 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     storages: dict[str, LayerStorage] = {}
     try:
+        if writable:
+            from .recovery import hold_writer_lock
+
+            hold_writer_lock(fd, path)
         file_size = os.fstat(fd).st_size
         group = h5file[_schema.LAYERS_GROUP]
         for layer in spec.layers:
@@ -674,7 +773,7 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
                                            f"and cannot be mapped; open with storage={{{layer.name!r}: 'memory'}}")
                 storage: LayerStorage = MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
             else:
-                storage = MemoryStorage(dset, writable)
+                storage = MemoryStorage(dset, writable, fd, None if extent is None else extent[0])
             if coo is not None:
                 dense = storage.private_array()
                 dense.fill(0)
@@ -685,6 +784,11 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
             storage.close()
         os.close(fd)
         raise
-    layers = {layer.name: Layer(layer, spec.shape_of(layer.name), storages[layer.name], writable)
-              for layer in spec.layers}
-    return World(h5file, fd, path, mode, spec, layers, storages, step, committed)
+    world = World(h5file, fd, path, mode, spec, {}, storages, step, committed)
+    guard = None if writable else world._consistent_read
+    world._layers.update((layer.name, Layer(layer, spec.shape_of(layer.name), storages[layer.name], writable, guard))
+                         for layer in spec.layers)
+    world._sequence_offset = _schema.commit_offset(h5file, os.fstat(fd).st_size, path)
+    if world._sequence_offset is not None:
+        world._sequence = _commit.read_sequence(fd, world._sequence_offset)[0]
+    return world

@@ -2,7 +2,8 @@
 
 The world and the operations on it only ever see :class:`LayerStorage`: an
 ``ndarray`` to read and write, a way to get a private writable copy-on-write
-array for read-only worlds, ``flush`` and ``close``. Which kind a layer uses
+array for read-only worlds, the changes a commit must write (``patches``) and
+``close``. Which kind a layer uses
 is configuration (see ``WorldSpec.with_storage``).
 """
 
@@ -29,8 +30,15 @@ class LayerStorage(Protocol):
     def private_array(self) -> np.ndarray:
         """A writable array of the same values whose writes never reach the file."""
 
-    def flush(self) -> None:
-        """Make the file hold what the array holds."""
+    def patches(self) -> list[tuple[int, memoryview]] | None:
+        """``(file offset, bytes)`` a commit writes so the file holds what the array holds.
+
+        None: the layer cannot be patched (an in-RAM layer chunked in the
+        file); the commit then writes it whole with ``flush``.
+        """
+
+    def drop_private(self) -> None:
+        """After a commit: give up private copies of pages the file now holds."""
 
     def close(self) -> None:
         """Release the storage; arrays handed out stay valid (they keep it alive)."""

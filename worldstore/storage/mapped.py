@@ -1,20 +1,63 @@
 """``mapped`` storage: an ndarray view straight over the file's bytes.
 
 The layer is a contiguous, uncompressed dataset whose blocks were reserved at
-creation, so its bytes sit at one file offset. We ``mmap`` that range with
-``MAP_SHARED`` and hand out a plain ``numpy.ndarray`` over it (not a
-``numpy.memmap``, whose subclass overhead makes slicing ~2.7x slower): reads
-and writes cost what in-RAM numpy costs once pages are resident, and resident
-pages are page cache, not anonymous memory, so a process's RSS follows what it
-touches.
+creation, so its bytes sit at one file offset. We ``mmap`` that range and hand
+out a plain ``numpy.ndarray`` over it (not a ``numpy.memmap``, whose subclass
+overhead makes slicing ~2.7x slower): reads and writes cost what in-RAM numpy
+costs once pages are resident, and pages only read are page cache, not
+anonymous memory, so a process's RSS follows what it touches.
+
+Readers map ``MAP_SHARED`` read-only and see each commit as it lands. The
+writer maps copy-on-write (``MAP_PRIVATE``): a page it writes becomes its own
+copy, the file keeps the committed bytes, and :meth:`MappedStorage.patches`
+finds the written pages (``/proc/self/pagemap``: present and no longer the
+file's page) for the commit to journal and write (see ``worldstore.commit``);
+:meth:`MappedStorage.drop_private` then lets them read the file again.
 """
 
 from __future__ import annotations
 
 import math
 import mmap
+import os
 
 import numpy as np
+
+PAGE = mmap.PAGESIZE
+_PRESENT, _SWAPPED, _FILE_PAGE = np.uint64(1 << 63), np.uint64(1 << 62), np.uint64(1 << 61)
+
+
+def private_pages(address: int, nbytes: int) -> np.ndarray | None:
+    """Indices of the pages of ``[address, address + nbytes)`` that are this process's own copies.
+
+    In a ``MAP_PRIVATE`` file mapping those are exactly the pages written
+    since they were last dropped. None where ``/proc/self/pagemap`` cannot be read.
+    """
+    first, count = address // PAGE, -(-(address + nbytes) // PAGE) - address // PAGE
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        entries = np.frombuffer(os.pread(fd, count * 8, first * 8), np.uint64)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(entries) != count:
+        return None
+    own = ((entries & _PRESENT) != 0) & ((entries & _FILE_PAGE) == 0)
+    return np.flatnonzero(own | ((entries & _SWAPPED) != 0))
+
+
+def runs(pages: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted page indices as ``(first, end)`` runs of consecutive pages."""
+    if not len(pages):
+        return []
+    breaks = np.flatnonzero(np.diff(pages) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(pages)]))
+    return list(zip(pages[starts].tolist(), (pages[ends - 1] + 1).tolist()))
 
 
 def _map(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
@@ -37,7 +80,7 @@ def _prefer_huge_pages(mapping: mmap.mmap) -> None:
 
 
 class MappedStorage:
-    """A layer mapped from the file (``MAP_SHARED``; read-only worlds map read-only)."""
+    """A layer mapped from the file: copy-on-write in the writer, shared read-only in readers."""
 
     kind = "mapped"
 
@@ -48,11 +91,16 @@ class MappedStorage:
         self._dtype = np.dtype(dtype)
         self._count = math.prod(shape)
         self._writable = writable
-        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-        self._map, delta = _map(fd, offset, self._count * self._dtype.itemsize, access)
+        access = mmap.ACCESS_COPY if writable else mmap.ACCESS_READ
+        nbytes = self._count * self._dtype.itemsize
+        self._map, delta = _map(fd, offset, nbytes, access)
         _prefer_huge_pages(self._map)
         self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(shape)
         self._private: np.ndarray | None = None
+        # The mapping's first byte, and where the layer's bytes lie in it.
+        self._address = self._array.__array_interface__["data"][0] - delta
+        self._begin, self._end = delta, delta + nbytes
+        self._written: list[tuple[int, int]] = []  # page runs found by the last patches()
 
     @property
     def array(self) -> np.ndarray:
@@ -71,9 +119,29 @@ class MappedStorage:
             self._private = np.frombuffer(private, self._dtype, self._count, delta).reshape(self._shape)
         return self._private
 
-    def flush(self) -> None:
-        if self._writable:
-            self._map.flush()  # msync(MS_SYNC) of the dirty pages
+    def patches(self) -> list[tuple[int, memoryview]]:
+        """``(file offset, bytes)`` of every page written since the last commit, consecutive pages joined."""
+        if not self._writable:
+            return []
+        pages = private_pages(self._address, self._end)
+        if pages is None:  # no pagemap: every page counts as written
+            pages = np.arange(-(-self._end // PAGE))
+        self._written = runs(pages)
+        view = memoryview(self._map)
+        found = []
+        file_start = self._offset - self._begin
+        for first, end in self._written:
+            # Only the layer's own bytes: a page it shares with other data keeps the file's.
+            lo, hi = max(first * PAGE, self._begin), min(end * PAGE, self._end)
+            if lo < hi:
+                found.append((file_start + lo, view[lo:hi]))
+        return found
+
+    def drop_private(self) -> None:
+        """After a commit: the written pages read the file again (which now holds the same bytes)."""
+        for first, end in self._written:
+            self._map.madvise(mmap.MADV_DONTNEED, first * PAGE, min(end * PAGE, len(self._map)) - first * PAGE)
+        self._written = []
 
     def close(self) -> None:
         mapping = self._map

@@ -1,4 +1,4 @@
-"""``memory`` storage: the layer held in RAM, written to the file at flush.
+"""``memory`` storage: the layer held in RAM, written to the file at commit.
 
 This is the baseline every benchmark compares ``mapped`` against, and the way
 to turn mapping off for a class or a layer. It also opens layers that cannot
@@ -7,8 +7,14 @@ be mapped (chunked or compressed by another tool such as h5repack).
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
+
+from .mapped import PAGE, runs
+
+_COMPARE = 16 << 20  # bytes of the file read at a time while looking for changed pages
 
 
 class MemoryStorage:
@@ -16,9 +22,11 @@ class MemoryStorage:
 
     kind = "memory"
 
-    def __init__(self, dset: h5py.Dataset, writable: bool):
+    def __init__(self, dset: h5py.Dataset, writable: bool, fd: int | None = None, offset: int | None = None):
         self._dset = dset
         self._writable = writable
+        # Where the dataset's bytes lie (contiguous datasets): commits patch the pages that changed.
+        self._fd, self._offset = fd, offset
         self._data = np.empty(dset.shape, dtype=dset.dtype)
         if self._data.size:
             dset.read_direct(self._data)
@@ -37,7 +45,34 @@ class MemoryStorage:
         # itself is private to this process.
         return self._data
 
+    def patches(self) -> list[tuple[int, memoryview]] | None:
+        """``(file offset, bytes)`` of the pages that differ from the file; None if the dataset is not contiguous."""
+        if not self._writable or not self._data.size:
+            return []
+        if self._fd is None or self._offset is None:
+            return None
+        data = memoryview(self._data.reshape(-1)).cast("B")
+        changed = []
+        for start in range(0, len(data), _COMPARE):
+            mine = np.frombuffer(data[start:start + _COMPARE], np.uint8)
+            theirs = np.frombuffer(os.pread(self._fd, len(mine), self._offset + start), np.uint8)
+            if len(theirs) != len(mine):  # the file is shorter than it was at open: write it all
+                changed.append(np.arange(start // PAGE, -(-len(data) // PAGE)))
+                break
+            whole = len(mine) // PAGE * PAGE
+            differs = (mine[:whole].reshape(-1, PAGE) != theirs[:whole].reshape(-1, PAGE)).any(axis=1)
+            pages = np.flatnonzero(differs)
+            if whole < len(mine) and (mine[whole:] != theirs[whole:]).any():
+                pages = np.append(pages, whole // PAGE)
+            changed.append(pages + start // PAGE)
+        return [(self._offset + first * PAGE, data[first * PAGE:end * PAGE])
+                for first, end in runs(np.concatenate(changed))]
+
+    def drop_private(self) -> None:
+        pass
+
     def flush(self) -> None:
+        """Write the whole layer through HDF5 (for datasets that ``patches`` cannot handle)."""
         if self._writable and self._data.size:
             self._dset.write_direct(self._data)
 

@@ -3,7 +3,7 @@
 State in RAM is O(nnz): the row-major linear indices of the non-zero cells
 (int64), their values, and small structures to find them (about 4 bytes per
 cell, see :mod:`._cells`). A deposit costs about what its own events cost,
-decay is a multiply and a threshold test over the values, and ``flush``
+decay is a multiply and a threshold test over the values, and a commit
 writes the coordinates and values to the layer's COO datasets: work and bytes
 follow the number of active cells, not the grid size. A dense array is built
 only when asked for (``array``), never kept.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .. import _native, _schema
+from .. import _native
 from ..spec import WorldSpec
 from ..temporal import stable_order, update
 from .._windows import pad_outside
@@ -265,9 +265,12 @@ class SparseStorage:
         self._zeros = main_zeros + _native.decay(self._log.values, factor, threshold)
         return self.nnz
 
-    def flush(self) -> None:
-        if self._writable:
-            _schema.write_coo(self._group, self._spec, self._name, *self.coo())
+    def patches(self) -> list:
+        """Nothing: a sparse layer's cells reach the file as its COO form (``coo``) at each commit."""
+        return []
+
+    def drop_private(self) -> None:
+        pass
 
     def close(self) -> None:
         self._group = None

@@ -1,0 +1,317 @@
+"""Commits: what a writer changed reaches the file whole or not at all, and readers never see half of one.
+
+The writer maps its layers copy-on-write (``MAP_PRIVATE``): a page it writes
+becomes its own until committed, and the file keeps the last committed state
+all along. :func:`commit` then
+
+1. collects the changes: the pages of mapped layers this process wrote (the
+   kernel's ``/proc/self/pagemap`` says which pages are private copies), the
+   pages of in-RAM layers that differ from the file, every sparse layer's
+   cells, the step and each temporal layer's form;
+2. writes them to the journal ``PATH-journal``, ending with a checksum, and
+   (``durable``) fsyncs it;
+3. makes the sequence number of ``/commit`` odd (a commit is being applied),
+   writes the pages into the file, the COO datasets, the clock, flushes HDF5
+   and (``durable``) fsyncs the file;
+4. makes the sequence even again beside the committed step, removes the
+   journal, and drops the private pages (they read the file again, which now
+   holds the same bytes).
+
+A writer killed before the journal is whole leaves the file at the previous
+commit (what it wrote since lived only in its memory): the partial journal is
+discarded at the next open. Killed after, the journal is replayed at the next
+open (:func:`replay`; writing the same bytes twice is harmless).
+
+Readers read the sequence number, read, and read it again
+(:func:`consistent`): a changed or odd number means a commit was being
+applied, and they read again. The writer never waits for readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import numpy as np
+
+from . import _schema
+from .errors import WorldFormatError, WorldLockedError
+
+if TYPE_CHECKING:
+    from .world import World
+
+T = TypeVar("T")
+
+JOURNAL_SUFFIX = "-journal"
+_MAGIC = b"WSJOURN1"
+_END = b"WSJEND01"
+_DIGEST = 16
+_PIECE = 64 << 20  # bytes per read while checking or replaying a journal
+#: A reader that finds a commit in progress for this long checks whether the writer is still alive.
+_STALL_S = 2.0
+
+
+def journal_path(path: str) -> str:
+    return path + JOURNAL_SUFFIX
+
+
+class Changes:
+    """What one commit writes: page patches, COO forms, storage kinds, the step."""
+
+    def __init__(self, step: int, sequence: int):
+        self.step = step
+        self.sequence = sequence  # the even number the commit ends with
+        self.patches: list[tuple[int, memoryview]] = []  # (file offset, bytes)
+        self.coo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.kinds: dict[str, str] = {}
+        self.unjournaled: list[Callable[[], None]] = []  # writes of layers that cannot be patched
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(buf) for _, buf in self.patches) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
+
+    def header(self) -> bytes:
+        return json.dumps({
+            "step": self.step,
+            "sequence": self.sequence,
+            "kinds": self.kinds,
+            "patches": [[offset, len(buf)] for offset, buf in self.patches],
+            "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
+        }).encode()
+
+    def blocks(self):
+        for _, buf in self.patches:
+            yield buf
+        for coords, values in self.coo.values():
+            yield _raw(np.ascontiguousarray(coords, dtype=np.int32))
+            yield _raw(np.ascontiguousarray(values))
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    """A contiguous array's bytes (empty arrays too, which memoryview.cast refuses)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+# -- the writer --------------------------------------------------------------
+def collect(world: "World") -> Changes:
+    """The changes since the last commit (nothing is written)."""
+    group = world._file[_schema.LAYERS_GROUP]
+    changes = Changes(world._step, world._sequence + 2)
+    for storage in [*world._retired, *world._storages.values()]:
+        found = storage.patches()
+        if found is None:  # an in-RAM layer that cannot be patched (chunked in the file)
+            changes.unjournaled.append(storage.flush)  # type: ignore[attr-defined]
+        else:
+            changes.patches.extend(found)
+    spec = world._spec
+    for name, storage in world._storages.items():
+        if world._layers[name].grid_class != "temporal":
+            continue
+        changes.kinds[name] = storage.kind
+        if storage.kind == "sparse":
+            changes.coo[name] = storage.coo()
+        elif group[spec.coo_names_of(name)[1]].shape[0]:
+            changes.coo[name] = (np.empty((0, 2), np.int32), np.empty(0, world._layers[name].dtype))
+    return changes
+
+
+def _write_all(fd: int, buf: memoryview) -> None:
+    while len(buf):
+        buf = buf[os.write(fd, buf):]
+
+
+def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    while len(buf):
+        done = os.pwrite(fd, buf, offset)
+        buf, offset = buf[done:], offset + done
+
+
+def write_journal(path: str, changes: Changes, durable: bool) -> None:
+    """Write ``changes`` to ``path``'s journal, checksummed; on any error, remove it and re-raise."""
+    journal = journal_path(path)
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        digest = hashlib.blake2b(digest_size=_DIGEST)
+        header = changes.header()
+        for part in (memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
+                     *changes.blocks()):
+            digest.update(part)
+            _write_all(fd, part)
+        _write_all(fd, memoryview(digest.digest() + _END))
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        fd = -1
+        os.unlink(journal)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def commit(world: "World", durable: bool = True) -> int:
+    """Commit ``world`` (see the module's docstring); returns the bytes journaled."""
+    changes = collect(world)
+    if not (changes.patches or changes.coo or changes.unjournaled) and world._step == world._committed:
+        return 0
+    write_journal(world._path, changes, durable)
+    apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
+    os.unlink(journal_path(world._path))
+    world._sequence = changes.sequence
+    for storage in [*world._retired, *world._storages.values()]:
+        storage.drop_private()
+    for storage in world._retired:
+        storage.close()
+    world._retired.clear()
+    return changes.nbytes
+
+
+def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None) -> None:
+    """Write ``changes`` into the file, between an odd and an even sequence number."""
+    if sequence_offset is not None:
+        write_sequence(fd, sequence_offset, changes.sequence - 1, changes.step)
+    for offset, buf in changes.patches:
+        _pwrite_all(fd, buf, offset)
+    for write in changes.unjournaled:
+        write()
+    group = h5file[_schema.LAYERS_GROUP]
+    for name, (coords, values) in changes.coo.items():
+        _schema.write_coo(group, spec, name, coords, values)
+    for name, kind in changes.kinds.items():
+        _schema.write_storage_kind(group, name, kind)
+    _schema.write_clock(h5file, changes.step, changes.step)
+    h5file.flush()
+    if durable:
+        os.fsync(fd)
+    if sequence_offset is not None:
+        write_sequence(fd, sequence_offset, changes.sequence, changes.step)
+
+
+# -- the sequence number -----------------------------------------------------
+def read_sequence(fd: int, offset: int) -> tuple[int, int]:
+    """``(sequence, committed step)`` from ``/commit``."""
+    data = os.pread(fd, 16, offset)
+    if len(data) != 16:
+        raise WorldFormatError("the /commit dataset lies beyond the end of the file")
+    return int.from_bytes(data[:8], "little", signed=True), int.from_bytes(data[8:], "little", signed=True)
+
+
+def write_sequence(fd: int, offset: int, sequence: int, step: int) -> None:
+    os.pwrite(fd, sequence.to_bytes(8, "little", signed=True) + step.to_bytes(8, "little", signed=True), offset)
+
+
+def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
+               discard: Callable[[T], None] | None = None) -> tuple[int | None, T]:
+    """Run ``read`` until no commit was applied while it ran; return ``(committed step, its result)``.
+
+    ``offset`` is where ``/commit`` lies (None for files without one: the read
+    runs once, unprotected, and the step is None). ``discard`` is given each
+    result that is thrown away.
+    """
+    if offset is None:
+        return None, read()
+    waited = 0.0
+    pause = 0.0001
+    while True:
+        before, step = read_sequence(fd, offset)
+        if before % 2 == 0:
+            try:
+                result = read()
+            except Exception:
+                if read_sequence(fd, offset)[0] == before:
+                    raise
+                continue  # the file changed under the read (a COO dataset resized, say): read again
+            if read_sequence(fd, offset)[0] == before:
+                return step, result
+            if discard is not None:
+                discard(result)
+            continue
+        time.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.01)
+        if waited > _STALL_S:
+            from .recovery import writer_alive
+
+            if not writer_alive(path):
+                raise WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world "
+                                       "with mode='r+' or run `worldstore recover` to finish it")
+            waited = 0.0
+
+
+# -- replay ------------------------------------------------------------------
+def read_journal(path: str) -> dict[str, Any] | None:
+    """The journal's header if the journal is whole (its checksum holds), else None."""
+    journal = journal_path(path)
+    try:
+        fd = os.open(journal, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        start = os.pread(fd, 16, 0)
+        if len(start) < 16 or start[:8] != _MAGIC or size < 16 + _DIGEST + len(_END):
+            return None
+        header_length = int.from_bytes(start[8:], "little")
+        if 16 + header_length + _DIGEST + len(_END) > size:
+            return None
+        digest = hashlib.blake2b(digest_size=_DIGEST)
+        end = size - _DIGEST - len(_END)
+        position = 0
+        while position < end:
+            piece = os.pread(fd, min(_PIECE, end - position), position)
+            digest.update(piece)
+            position += len(piece)
+        if os.pread(fd, _DIGEST + len(_END), end) != digest.digest() + _END:
+            return None
+        try:
+            header = json.loads(os.pread(fd, header_length, 16))
+        except ValueError:
+            return None
+        header["_data"] = 16 + header_length
+        return header
+    finally:
+        os.close(fd)
+
+
+def replay(path: str) -> dict[str, Any]:
+    """Finish or discard an interrupted commit; say which. The file must not be held by a live writer."""
+    import h5py
+
+    journal = journal_path(path)
+    if not os.path.exists(journal):
+        return {"journal": None}
+    header = read_journal(path)
+    if header is None:
+        os.unlink(journal)
+        return {"journal": "discarded"}
+    jfd = os.open(journal, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        file_size = os.fstat(fd).st_size
+        position = header["_data"]
+        changes = Changes(int(header["step"]), int(header["sequence"]))
+        changes.kinds = {str(k): str(v) for k, v in header["kinds"].items()}
+        for offset, length in header["patches"]:
+            if offset < 0 or offset + length > file_size:
+                raise WorldFormatError(f"{journal}: a page lies beyond the end of {path}")
+            changes.patches.append((int(offset), memoryview(os.pread(jfd, length, position))))
+            position += length
+        for name, count, dtype in header["coo"]:
+            coords = np.frombuffer(os.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
+            position += count * 8
+            values_dtype = np.dtype(dtype)
+            values = np.frombuffer(os.pread(jfd, count * values_dtype.itemsize, position), values_dtype)
+            position += count * values_dtype.itemsize
+            changes.coo[str(name)] = (coords, values)
+        with h5py.File(path, "r+", libver=_schema.LIBVER) as h5file:
+            spec = _schema.read_spec(h5file, path)
+            apply(h5file, fd, spec, changes, True, _schema.commit_offset(h5file, file_size, path))
+    finally:
+        os.close(jfd)
+        os.close(fd)
+    os.unlink(journal)
+    return {"journal": "replayed", "step": changes.step}
