@@ -1,20 +1,23 @@
 """Soak: writers killed with SIGKILL at random instants, many times; what survives?
 
 A writer process continues a world from its committed step: each step changes
-every class of layer and commits (``flush``); every third step it snapshots
-and reports the checksums of every layer at that snapshot. It reports each
-commit on a pipe. After a random while it is killed (SIGKILL), the world is
-opened again (recovering by itself: see ``worldstore.recovery``), and this
-script checks:
+every class of layer, reports the checksums of every layer, and commits;
+every third step it also snapshots. It reports each commit and snapshot on a
+pipe. After a random while it is killed (SIGKILL), the world is opened again
+(recovering by itself: see ``worldstore.recovery`` and ``worldstore.commit``),
+and this script checks:
 
 - the file opens (no error, no crash);
 - the committed step is the last the writer reported, or the next (a commit
   that had not returned when the kill came);
+- every live layer matches the checksums the writer reported for that step
+  (nothing of the step in progress, nothing of the committed step missing);
 - every snapshot the writer reported is there, reads whole, and matches the
   checksums the writer reported.
 
-It prints the counts: kills, reopen failures, committed steps lost, snapshots
-missing or unreadable, and snapshots whose content differs.
+It prints the counts: kills, reopen failures, committed steps lost, live
+states differing, snapshots missing or unreadable, and snapshots whose
+content differs.
 
     python benchmarks/soak.py               # 200 kills, about ten minutes (every snapshot is checked
                                             # again after every kill: the time grows with the square)
@@ -64,12 +67,13 @@ while True:
     world["MEMORY"][:, rng.integers(0, 40), :] = np.float16(step % 100)
     world.deposit("HEAT", rng.integers(0, 40, 20), rng.integers(0, 32, 20), 1.0)
     world.step()
+    digests = {name: digest(world, name) for name in world}
+    print(json.dumps({"pending": world.current_step, "digests": digests}), flush=True)
     if world.current_step % 3 == 0:
         world.snapshot()
-        print(json.dumps({"snapshot": world.current_step,
-                          "digests": {name: digest(world, name) for name in world}}), flush=True)
+        print(json.dumps({"snapshot": world.current_step, "digests": digests}), flush=True)
     else:
-        world.flush()
+        world.commit()
     print(json.dumps({"committed": world.current_step}), flush=True)
 """
 
@@ -104,6 +108,9 @@ def read_reports(text: str, state: dict[str, Any]) -> None:
         record = json.loads(line)
         if "committed" in record:
             state["committed"] = record["committed"]
+        elif "pending" in record:
+            state["live"] = {step: d for step, d in state.get("live", {}).items() if step >= state["committed"]}
+            state["live"][record["pending"]] = record["digests"]
         else:
             state["snapshots"][record["snapshot"]] = record["digests"]
 
@@ -122,11 +129,19 @@ def kill_writer(path: str, rng: random.Random, state: dict[str, Any], pause: flo
     read_reports(first + rest, state)
 
 
+def live_matches(world: Any, state: dict[str, Any]) -> bool:
+    """Whether every live layer holds what the writer reported for the committed step."""
+    expected = state.get("live", {}).get(world.committed_step)
+    if expected is None:
+        return world.committed_step == 0  # the writer never reported the creation's state
+    return all(digest(world, name) == value for name, value in expected.items())
+
+
 def soak(path: str, kills: int, seed: int, progress) -> dict[str, Any]:
     rng = random.Random(seed)
     state: dict[str, Any] = {"committed": 0, "snapshots": {}}
-    counts = {"kills": 0, "flags_left": 0, "reopen_failures": 0, "committed_lost": 0, "snapshots_missing": 0,
-              "snapshots_differing": 0, "snapshots_checked": 0}
+    counts = {"kills": 0, "flags_left": 0, "reopen_failures": 0, "committed_lost": 0, "live_differing": 0,
+              "snapshots_missing": 0, "snapshots_differing": 0, "snapshots_checked": 0}
     for done in range(1, kills + 1):
         kill_writer(path, rng, state)
         counts["kills"] += 1
@@ -136,6 +151,7 @@ def soak(path: str, kills: int, seed: int, progress) -> dict[str, Any]:
                 if world.committed_step < state["committed"]:
                     counts["committed_lost"] += 1
                 state["committed"] = world.committed_step
+                counts["live_differing"] += not live_matches(world, state)
                 steps = {record["step"] for record in world.history()}
                 for step, digests in state["snapshots"].items():
                     counts["snapshots_checked"] += 1
@@ -163,6 +179,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"kills {c['kills']}; HDF5 flags left by the killed writer {c['flags_left']} times (cleared on open)")
     print(f"reopen failures {c['reopen_failures']}; committed steps lost {c['committed_lost']}; "
           f"last committed step {c['last_committed_step']}")
+    print(f"live layers differing from the committed step's checksums: {c['live_differing']} of {c['kills']}")
     print(f"snapshots reported {c['snapshots_reported']}; checks {c['snapshots_checked']}: missing "
           f"{c['snapshots_missing']}, content differing {c['snapshots_differing']}")
     print(f"total run time {report['wall_s']:.0f} s")

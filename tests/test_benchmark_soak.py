@@ -17,6 +17,7 @@ def test_soak_counts_kills_and_losses(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = json.loads(proc.stdout)["counts"]
     assert counts["kills"] == 3 and counts["reopen_failures"] == 0 and counts["committed_lost"] == 0
+    assert counts["live_differing"] == 0
     assert counts["last_committed_step"] > 0
     assert counts["snapshots_checked"] >= counts["snapshots_reported"]
     assert os.listdir(tmp_path) == []

@@ -1,4 +1,4 @@
-"""Writers killed with SIGKILL: the file opens again by itself, committed steps and snapshots intact."""
+"""Writers killed with SIGKILL: the file opens again by itself, committed steps, live layers and snapshots intact."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def test_writers_killed_at_random_instants_reopen_with_their_committed_step(tmp_
             assert world.committed_step in (committed, committed + 1)
             state["committed"] = world.committed_step
             assert world.current_step == world.committed_step
+            assert soak.live_matches(world, state)  # the committed step, whole, and nothing after it
             steps = [record["step"] for record in world.history()]
             for step in state["snapshots"]:  # every reported snapshot is there and reads whole
                 assert step in steps

@@ -29,6 +29,7 @@ applied, and they read again. The writer never waits for readers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import numpy as np
 
 from . import _schema
-from .errors import WorldFormatError, WorldLockedError
+from .errors import DiskFullError, WorldFormatError, WorldLockedError
 
 if TYPE_CHECKING:
     from .world import World
@@ -50,12 +51,59 @@ _MAGIC = b"WSJOURN1"
 _END = b"WSJEND01"
 _DIGEST = 16
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
+#: Room reserved beyond the data itself (chunk indexes, metadata HDF5 writes at a flush).
+_SLACK = 1 << 20
 #: A reader that finds a commit in progress for this long checks whether the writer is still alive.
 _STALL_S = 2.0
 
 
 def journal_path(path: str) -> str:
     return path + JOURNAL_SUFFIX
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or an HDF5 error h5py raised) says the disk or file size limit was hit."""
+    if getattr(exc, "errno", None) in _DISK_FULL:
+        return True
+    text = str(exc)
+    return any(f"errno = {number}," in text for number in _DISK_FULL)
+
+
+def reserve(world: "World", nbytes: int, what: str) -> None:
+    """Reserve disk blocks for ``nbytes`` more past HDF5's end of allocation, or raise :class:`DiskFullError`.
+
+    HDF5 records a file's new end before it has written what lies there: a
+    write that runs out of space then leaves a file HDF5 calls truncated.
+    Reserving first means the space is there, or the operation fails before
+    anything is written. (Call after an HDF5 flush: the end is read from the
+    superblock on disk.)
+    """
+    from .recovery import end_of_allocation
+
+    end = end_of_allocation(world._path) + nbytes
+    size = os.fstat(world._fd).st_size
+    if end <= size:
+        return
+    try:
+        os.posix_fallocate(world._fd, size, end - size)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise DiskFullError(exc.errno, f"{what} needs up to {nbytes} more bytes and there is no room: "
+                                f"{os.strerror(exc.errno)}; nothing was written, the world is as it was",
+                                world._path) from exc
+        raise
+
+
+def release(world: "World") -> None:
+    """Give back what :func:`reserve` reserved and HDF5 did not use (after an HDF5 flush)."""
+    from .recovery import end_of_allocation
+
+    end = end_of_allocation(world._path)
+    if os.fstat(world._fd).st_size > end:
+        os.ftruncate(world._fd, end)
 
 
 class Changes:
@@ -112,7 +160,8 @@ def collect(world: "World") -> Changes:
             continue
         changes.kinds[name] = storage.kind
         if storage.kind == "sparse":
-            changes.coo[name] = storage.coo()
+            if storage.changed:  # type: ignore[attr-defined]
+                changes.coo[name] = storage.coo()
         elif group[spec.coo_names_of(name)[1]].shape[0]:
             changes.coo[name] = (np.empty((0, 2), np.int32), np.empty(0, world._layers[name].dtype))
     return changes
@@ -158,9 +207,21 @@ def commit(world: "World", durable: bool = True) -> int:
     changes = collect(world)
     if not (changes.patches or changes.coo or changes.unjournaled) and world._step == world._committed:
         return 0
-    write_journal(world._path, changes, durable)
+    # Sparse layers' cells may need more room in their COO datasets: reserve it before anything is written.
+    coo_bytes = sum(c.nbytes + v.nbytes for c, v in changes.coo.values())
+    reserve(world, coo_bytes * 2 + _SLACK if changes.coo else _SLACK // 16, "the commit")
+    try:
+        write_journal(world._path, changes, durable)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise DiskFullError(exc.errno, f"no room for the commit's journal ({changes.nbytes} bytes): "
+                                f"{os.strerror(exc.errno)}; the file keeps step {world._committed}, and the "
+                                "changes are still in this process: free space and commit again",
+                                journal_path(world._path)) from exc
+        raise
     apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
     os.unlink(journal_path(world._path))
+    release(world)
     world._sequence = changes.sequence
     for storage in [*world._retired, *world._storages.values()]:
         storage.drop_private()

@@ -12,6 +12,7 @@ it). It refuses to run while a writer holds the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import _schema, history
-from .errors import HistoryError
+from .commit import is_disk_full, journal_path
+from .errors import DiskFullError, HistoryError
 from .spec import DEFAULT_SWITCH_DENSITY
 from .storage import SparseStorage
 from .world import World, create, open as open_world
@@ -144,9 +146,13 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
                             on_progress(done, total)
                     _append_clock(group, records[index])
             checked = _verify(source, partial, kept, raw)
-        except BaseException:
-            if os.path.exists(partial):
-                os.unlink(partial)
+        except BaseException as exc:
+            for leftover in (partial, journal_path(partial)):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+            if isinstance(exc, (OSError, RuntimeError)) and is_disk_full(exc):
+                raise DiskFullError(errno.ENOSPC, f"compaction ran out of room for the new file ({exc}); it was "
+                                    "removed and the world is unchanged", path) from exc
             raise
     _fsync(partial)
     os.replace(partial, path)

@@ -15,6 +15,7 @@ writing mode.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import h5py
 import numpy as np
 
 from . import _schema
+from .commit import release, reserve
 from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
 from .spec import LayerSpec, WorldSpec
 from .storage import SparseStorage
@@ -103,6 +105,7 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
     world._check_writable()
     group = history_group(world)
     world.commit()
+    reserve(world, _snapshot_bound(world, group), "the snapshot")
     index = snapshot_count(group)  # an unfinished snapshot left by a killed writer is overwritten
     layers = world.layers
     for done, (name, layer) in enumerate(layers.items(), start=1):
@@ -126,7 +129,24 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
         dset.resize((index + 1,))
         dset[index] = value
     world._file.flush()
+    release(world)
     return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
+
+
+def _snapshot_bound(world: "World", group: h5py.Group) -> int:
+    """The most bytes a snapshot can add to the file: every chunk stored uncompressed, plus room."""
+    total = 1 << 20
+    for name, layer in world.layers.items():
+        storage = world._storages[name]
+        if layer.grid_class == "temporal":
+            nnz = storage.nnz if isinstance(storage, SparseStorage) else int(np.count_nonzero(storage.array))
+            chunk = group[_schema.history_names(world.spec, name)[1]].chunks[0]
+            total += (nnz + 2 * chunk) * (8 + layer.dtype.itemsize)
+        else:
+            chunks = group[name].chunks
+            count = math.prod(-(-size // edge) for size, edge in zip(layer.shape, chunks[1:]))
+            total += count * math.prod(chunks[1:]) * layer.dtype.itemsize
+    return total + total // 64
 
 
 def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, index: int, coords: np.ndarray,

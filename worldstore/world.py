@@ -761,6 +761,7 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
             if layer.storage == "sparse":
                 if coo is not None:
                     storages[layer.name] = SparseStorage.from_coo(group, spec, layer.name, *coo, writable)
+                    storages[layer.name].changed = False  # what the file holds
                 else:
                     storages[layer.name] = SparseStorage.from_dense(group, spec, layer.name, dset[...], writable)
                 continue

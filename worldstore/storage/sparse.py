@@ -61,6 +61,8 @@ class SparseStorage:
         self._zeros = 0
         self._tags = CellTags(self._main_cells, [], max(_RUN_MIN, len(cells)))
         self._writable = writable
+        #: Whether the cells differ from what the file's COO datasets hold (unknown, so yes, at first).
+        self.changed = True
 
     @classmethod
     def from_dense(cls, group, spec: WorldSpec, name: str, array: np.ndarray, writable: bool) -> "SparseStorage":
@@ -170,6 +172,7 @@ class SparseStorage:
     # -- changing ---------------------------------------------------------
     def deposit(self, cells: np.ndarray, values: np.ndarray, mode: str) -> None:
         """Apply combined deposits (sorted unique cells) as the dense layer would."""
+        self.changed = True
         if not len(cells):
             return
         tags = self._tags.lookup(cells)
@@ -256,6 +259,7 @@ class SparseStorage:
 
     def decay(self, decay: float, threshold: float) -> int:
         """``v <- v * decay``; cells with ``|v| < threshold`` become 0. Returns nnz."""
+        self.changed = True
         factor = self._dtype.type(decay)
         main_zeros = _native.decay(self._main_values, factor, threshold)
         if main_zeros * _COMPACT_FRACTION > len(self._main_values):
@@ -270,7 +274,7 @@ class SparseStorage:
         return []
 
     def drop_private(self) -> None:
-        pass
+        self.changed = False  # committed
 
     def close(self) -> None:
         self._group = None

@@ -1,0 +1,251 @@
+"""Commits: whole or not at all, whatever instant the writer dies at; readers never see half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import worldstore
+from conftest import run_python
+from worldstore import LayerSpec, WorldSpec, commit, recovery
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def spec() -> WorldSpec:
+    return WorldSpec(64, 48, 2, [
+        LayerSpec("MAPPED", "resource", "float32"),
+        LayerSpec("INRAM", "resource", "int32", storage="memory"),
+        LayerSpec("HEAT", "temporal", "float32", decay=0.5, threshold=0.01, storage="sparse"),
+        LayerSpec("TRAIL", "temporal", "float32", decay=0.5, threshold=0.01),
+        LayerSpec("MEMORY", "agent", "float16"),
+    ])
+
+
+def state(world) -> dict[str, np.ndarray]:
+    return {name: world[name].numpy().copy() for name in world}
+
+
+#: A writer that commits step 1, then changes everything and dies before (or while) committing step 2.
+#: argv: path, where to die ("before", "journal": while writing the journal, "apply": while writing the file).
+WRITER = r"""
+import os, sys, json
+import numpy as np
+import worldstore
+from worldstore import commit
+
+path, where = sys.argv[1], sys.argv[2]
+world = worldstore.open(path, "r+", swmr=True)
+def change(value):
+    world["MAPPED"][...] = value
+    world["MAPPED"][5, :7] = -value
+    world["INRAM"][::3, ::5] = int(value)
+    world.deposit("HEAT", [1, 2, 60], [3, 4, 40], value)
+    world.deposit("TRAIL", [9], [9], value)
+    world["MEMORY"][1, 10:20, 10:20] = value
+    world.step()
+change(1.0)
+world.commit()
+print(json.dumps({n: world[n].numpy().tolist() for n in world}), flush=True)
+change(2.0)
+world.set_storage("TRAIL", "sparse")
+print(json.dumps({n: world[n].numpy().tolist() for n in world}), flush=True)
+calls = {"n": 0}
+def dying(original, after):
+    def wrapped(*args):
+        calls["n"] += 1
+        if calls["n"] > after:
+            os.kill(os.getpid(), 9)
+        return original(*args)
+    return wrapped
+if where == "journal":
+    commit._write_all = dying(commit._write_all, 2)   # magic and length written, header not
+elif where == "apply":
+    commit._pwrite_all = dying(commit._pwrite_all, 1)  # one page run written into the file
+else:
+    os.kill(os.getpid(), 9)
+world.commit()
+"""
+
+
+def kill_writer(path: str, where: str) -> tuple[dict, dict]:
+    proc = subprocess.run([sys.executable, "-c", WRITER, path, where], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    first, second = (json.loads(line) for line in proc.stdout.splitlines())
+    return first, second
+
+
+def assert_state(world, expected: dict) -> None:
+    for name, values in expected.items():
+        np.testing.assert_array_equal(world[name].numpy(), np.array(values, dtype=world[name].dtype), err_msg=name)
+
+
+@pytest.mark.parametrize("where", ["before", "journal"])
+def test_a_writer_killed_before_its_commit_leaves_the_last_commit(tmp_path, where):
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, spec()).close()
+    committed, _ = kill_writer(path, where)
+    assert os.path.exists(commit.journal_path(path)) == (where == "journal")
+    with worldstore.open(path) as world:  # a reader: opening discards the cut-short journal
+        assert world.committed_step == world.current_step == 1
+        assert_state(world, committed)
+        assert world["HEAT"].storage == "sparse" and world["TRAIL"].storage == "mapped"
+    assert not os.path.exists(commit.journal_path(path))
+
+
+def test_a_commit_killed_while_writing_the_file_is_finished_at_open(tmp_path):
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, spec()).close()
+    _, pending = kill_writer(path, "apply")
+    assert commit.read_journal(path) is not None  # whole: the commit happened
+    with h5py.File(path, "r", swmr=True) as f:  # the file is half-written, under an odd sequence
+        assert f["commit"][0] % 2 == 1
+    with worldstore.open(path, "r+") as world:
+        assert world.committed_step == 2
+        assert_state(world, pending)
+        assert world["TRAIL"].storage == "sparse"
+    assert not os.path.exists(commit.journal_path(path))
+
+
+@pytest.mark.parametrize("where, outcome, step", [("apply", "replayed", 2), ("journal", "discarded", 1)])
+def test_recover_finishes_or_discards_and_says_which(tmp_path, where, outcome, step):
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, spec()).close()
+    kill_writer(path, where)
+    report = worldstore.recover(path)
+    assert report["journal"] == outcome and report["committed_step"] == step and report["flags_cleared"]
+    assert worldstore.recover(path)["journal"] is None
+
+
+def test_commit_writes_only_the_pages_written(tmp_path):
+    path = str(tmp_path / "big.h5")
+    big = WorldSpec(1024, 1024, 0, [LayerSpec("A", "resource", "float32"), LayerSpec("B", "resource", "float32")])
+    with worldstore.create(path, big) as world:
+        world["A"][10, 10] = 1.0
+        world["A"][700, :] = 2.0  # one row: 4 KiB, one page (or two)
+        changes = commit.collect(world)
+        assert 4096 <= changes.nbytes <= 3 * 4096
+        assert world.commit() == 0
+        assert commit.collect(world).nbytes == 0  # committed pages read the file again: nothing left
+        world["A"][10, 11] = 3.0
+    with worldstore.open(path) as world:
+        assert world["A"][10, 10] == 1.0 and world["A"][10, 11] == 3.0 and (world["A"][700] == 2.0).all()
+        assert not world["B"].numpy().any()
+
+
+def test_memory_layers_commit_the_pages_that_differ(tmp_path):
+    path = str(tmp_path / "m.h5")
+    small = WorldSpec(512, 512, 0, [LayerSpec("M", "resource", "float64", storage="memory")])
+    with worldstore.create(path, small) as world:
+        world["M"][100, 3] = 5.0
+        assert 0 < commit.collect(world).nbytes <= 4096
+        world.commit(durable=False)
+        assert commit.collect(world).nbytes == 0
+    with worldstore.open(path) as world:
+        assert world["M"][100, 3] == 5.0 and world["M"].numpy().sum() == 5.0
+
+
+def test_storage_changes_before_a_commit_are_kept(tmp_path):
+    path = str(tmp_path / "s.h5")
+    worldstore.create(path, spec()).close()
+    with worldstore.open(path, "r+") as world:
+        world.deposit("TRAIL", [3, 4], [5, 6], 1.0)
+        world.set_storage("TRAIL", "sparse")
+        world.deposit("TRAIL", [7], [8], 2.0)
+        world.set_storage("TRAIL", "memory")
+        world["MAPPED"][1, 1] = 4.0
+        world.set_storage("MAPPED", "memory")
+        world["MAPPED"][2, 2] = 5.0
+        world.set_storage("MAPPED", "mapped")
+        expected = state(world)
+    with worldstore.open(path) as world:
+        for name, values in expected.items():
+            np.testing.assert_array_equal(world[name].numpy(), values, err_msg=name)
+
+
+def test_readers_get_copies_of_one_committed_step(tmp_path):
+    path = str(tmp_path / "r.h5")
+    with worldstore.create(path, spec()) as world:
+        world["MAPPED"][...] = 3.0
+        world.step()
+    with worldstore.open(path) as world:
+        part = world["MAPPED"][2:4]
+        assert part.base is None or not np.shares_memory(part, world["MAPPED"].numpy())  # a copy
+        step, total = world.read(lambda w: float(w["MAPPED"].numpy().sum()))
+        assert (step, total) == (1, 3.0 * 64 * 48)
+        assert world["MAPPED"].window(slice(0, 2), slice(0, 2)).tolist() == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_a_file_without_a_commit_sequence_opens_and_gets_one(tmp_path):
+    path = str(tmp_path / "old.h5")
+    with worldstore.create(path, spec()) as world:
+        world["MAPPED"][0, 0] = 1.0
+    with h5py.File(path, "r+") as f:
+        del f["commit"]
+    with worldstore.open(path) as world:
+        assert world.read(lambda w: float(w["MAPPED"][0, 0])) == (None, 1.0)  # unchecked: no sequence
+    with worldstore.open(path, "r+") as world:
+        world["MAPPED"][0, 0] = 2.0
+    with worldstore.open(path) as world:
+        assert world.read(lambda w: float(w["MAPPED"][0, 0])) == (0, 2.0)
+
+
+def test_a_second_swmr_writer_is_refused(tmp_path):
+    # HDF5 drops its own file lock once a writer enters SWMR mode; the writer's lock still stands.
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, spec()).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+', swmr=True); "
+                               "print('ready', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert recovery.writer_alive(path) and recovery.in_use(path)
+        with pytest.raises(worldstore.WorldLockedError):
+            worldstore.open(path, "r+")
+        with pytest.raises(worldstore.WorldLockedError, match="held open"):
+            worldstore.recover(path)
+        with worldstore.open(path, "r", swmr=True) as reader:  # readers are welcome
+            assert reader.committed_step == 0
+    finally:
+        holder.communicate("", timeout=60)
+    assert not recovery.writer_alive(path)
+
+
+def test_files_and_journals_follow_the_umask(tmp_path):
+    code = ("import os, sys, worldstore\n"
+            "from worldstore import commit\n"
+            "os.umask(0o027)\n"
+            "spec = worldstore.WorldSpec(8, 8, 0, [worldstore.LayerSpec('A', 'resource')])\n"
+            "w = worldstore.create(sys.argv[1], spec)\n"
+            "w['A'][0, 0] = 1.0\n"
+            "original = commit.apply\n"
+            "def apply(*args):\n"
+            "    print(oct(os.stat(commit.journal_path(sys.argv[1])).st_mode & 0o777))\n"
+            "    original(*args)\n"
+            "commit.apply = apply\n"
+            "w.close()\n")
+    path = str(tmp_path / "u.h5")
+    proc = run_python(code, path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0o640"]  # the journal
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_nothing_is_pickled_or_evaluated():
+    # Attributes are plain numbers and strings; the code never unpickles or evaluates what it reads.
+    package = os.path.join(ROOT, "worldstore")
+    for name in os.listdir(package):
+        if name.endswith(".py"):
+            with open(os.path.join(package, name)) as f:
+                text = f.read()
+            for word in ("import pickle", "pickle.load", "eval(", "exec(", "allow_pickle=True"):
+                assert word not in text, f"{name} uses {word}"
