@@ -16,6 +16,7 @@ from .history import compact_command, history, recover, restore, snapshot
 from .inspect import inspect
 from .render import render
 from .options import WorldstoreGroup
+from .validate import validate
 
 
 @click.group(cls=WorldstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +34,7 @@ main.add_command(restore)
 main.add_command(compact_command)
 main.add_command(render)
 main.add_command(recover)
+main.add_command(validate)
 
 
 if __name__ == "__main__":

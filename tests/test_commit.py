@@ -68,7 +68,7 @@ def dying(original, after):
 if where == "journal":
     commit._write_all = dying(commit._write_all, 2)   # magic and length written, header not
 elif where == "apply":
-    commit._pwrite_all = dying(commit._pwrite_all, 1)  # one page run written into the file
+    commit.PageSet.write_into = dying(commit.PageSet.write_into, 1)  # one layer's pages written into the file
 else:
     os.kill(os.getpid(), 9)
 world.commit()

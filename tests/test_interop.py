@@ -1,4 +1,9 @@
-"""Worlds are readable by real HDF5 tools: h5dump/h5ls (HDF5 1.10), PyTables, xarray, plain h5py."""
+"""Worlds are readable by real HDF5 tools: h5dump/h5ls (HDF5 1.10), PyTables, xarray, plain h5py.
+
+The first tests read the live layers of a world of every class and dtype; the
+later ones read every dataset of a world with snapshots and a sparse temporal
+layer (its live COO form and its history), each tool in its own way.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,16 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
+from conftest import every_class_spec, have_tool, run_python
+from test_world import fill_world, random_values
 
 import worldstore
-from conftest import every_class_spec, have_tool, run_python
-from test_world import fill_world
+
+
+def tool(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run an HDF5 command-line tool; its output as text."""
+    return subprocess.run(list(args), check=False, capture_output=True, text=True, timeout=timeout)
+
 
 needs_h5dump = pytest.mark.skipif(not have_tool("h5dump") or not have_tool("h5ls"),
                                   reason="Debian hdf5-tools (h5dump, h5ls) not installed; .ci/run installs it")
@@ -36,9 +47,9 @@ def test_h5py_reads_what_was_written(written):
 
 
 def h5dump_values(path: str, name: str) -> list[str]:
-    """The value tokens h5dump prints for dataset /layers/NAME."""
-    dump = subprocess.run(["h5dump", "-d", f"/layers/{name}", "-y", "-w", "0", "-A", "0", path],
-                          capture_output=True, text=True, timeout=60)
+    """The value tokens h5dump prints for dataset /layers/NAME (or the dataset at an absolute /path)."""
+    dataset = name if name.startswith("/") else f"/layers/{name}"
+    dump = tool("h5dump", "-d", dataset, "-y", "-w", "0", "-A", "0", path)
     assert dump.returncode == 0, dump.stderr
     body = dump.stdout.split("DATA {", 1)[1].split("}", 1)[0]
     return body.replace(",", " ").split()
@@ -47,12 +58,12 @@ def h5dump_values(path: str, name: str) -> list[str]:
 @needs_h5dump
 def test_h5dump_reads_every_layer(written):
     path, reference = written
-    header = subprocess.run(["h5dump", "-H", path], capture_output=True, text=True, timeout=60)
+    header = tool("h5dump", "-H", path)
     assert header.returncode == 0, header.stderr
     for name in reference:
         assert f'DATASET "{name}"' in header.stdout
     assert "H5T_ENUM" in header.stdout  # bool layers
-    listing = subprocess.run(["h5ls", "-r", path], capture_output=True, text=True, timeout=60)
+    listing = tool("h5ls", "-r", path)
     assert listing.returncode == 0
     for name in reference:
         assert f"/layers/{name}" in listing.stdout
@@ -127,3 +138,263 @@ def test_root_attributes_describe_the_world(written):
         assert attrs["library_version"] == worldstore.__version__
         for value in attrs.values():  # plain numbers and strings only
             assert isinstance(value, (str, bytes, np.integer, np.floating, int, float)), value
+
+
+# -- a world with history and a sparse layer: every dataset, every tool ---------------------------------
+H, W, AGENTS = 24, 20, 3
+SNAPSHOTS = 3
+
+
+@pytest.fixture(scope="module")
+def history_world(tmp_path_factory):
+    """A closed world of every class, HEAT sparse, three snapshots; its live values and each snapshot's.
+
+    Returns ``(path, live, snapshots)``: ``live`` maps layer names to their
+    values at close, ``snapshots`` is ``[(step, {name: values})]``. Temporal
+    deposits are sums of halves and the decays are 0.5 and 0.9, so sparse
+    values are exact in every tool's text output for HEAT.
+    """
+    path = str(tmp_path_factory.mktemp("interop") / "history.h5")
+    spec = every_class_spec(H, W, AGENTS).with_storage({"HEAT": "sparse"})
+    rng = np.random.default_rng(11)
+    snapshots = []
+    with worldstore.create(path, spec) as world:
+        for round_no in range(SNAPSHOTS):
+            for layer in world.layers.values():
+                if layer.grid_class != "temporal":
+                    layer[...] = random_values(rng, layer.shape, layer.dtype)
+            world["RES_F32"][0, :3] = 0.0  # cells at the fill value: CF readers mask them
+            world["RES_I32"][1, :4] = -1
+            world["TERRAIN_U8"][2, :5] = 3
+            cells = rng.choice(H * W, 12, replace=False)
+            world.deposit("HEAT", cells // W, cells % W, 1.0 + round_no)
+            world.deposit("HEAT16", [1, 2, round_no], [3, 4, 5], 2.0)
+            record = world.snapshot()
+            snapshots.append((record["step"], {name: np.array(world[name].numpy()) for name in world}))
+            world.step()
+        live = {name: np.array(world[name].numpy()) for name in world}
+    return path, live, snapshots
+
+
+def all_datasets(path: str) -> dict[str, h5py.Dataset]:
+    """Every dataset of the file by absolute name, with its shape, dtype and whether it is a dimension scale."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                found["/" + name] = {"shape": obj.shape, "dtype": obj.dtype,
+                                     "scale": h5py.h5ds.is_scale(obj.id), "data": obj[...]}
+        f.visititems(visit)
+    return found
+
+
+def coo_of(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    coords = np.argwhere(array)
+    return coords, array[tuple(coords.T)]
+
+
+def test_history_world_has_what_the_tools_read(history_world):
+    path, live, snapshots = history_world
+    datasets = all_datasets(path)
+    assert {"/layers/HEAT_coords", "/layers/HEAT_values", "/history/HEAT_coords", "/history/HEAT_start",
+            "/history/RES_F32", "/history/step", "/history/time", "/clock"} <= set(datasets)
+    assert datasets["/history/step"]["data"].tolist() == [step for step, _ in snapshots]
+    assert datasets["/layers/HEAT_values"]["shape"] == (np.count_nonzero(live["HEAT"]),)
+
+
+@needs_h5dump
+def test_h5dump_reads_every_dataset_of_the_world_and_its_history(history_world):
+    path, live, snapshots = history_world
+    datasets = all_datasets(path)
+    for name in datasets:  # h5dump (HDF5 1.10) reads every dataset: layers, scales, COO, gzip history
+        dump = tool("h5dump", "-d", name, "-w", "0", path)
+        assert dump.returncode == 0, (name, dump.stderr)
+        assert f'DATASET "{name}"' in dump.stdout and "DATA {" in dump.stdout, name
+    whole = tool("h5dump", path, timeout=120)
+    assert whole.returncode == 0, whole.stderr
+    assert "h5dump error" not in whole.stderr
+    # The values of a few: gzip + shuffle history, the bool enum, the step index, the live COO form.
+    past_i32 = np.concatenate([state["RES_I32"].ravel() for _, state in snapshots])
+    assert [int(t) for t in h5dump_values(path, "/history/RES_I32")] == past_i32.tolist()
+    past_bool = np.concatenate([state["OBSTACLES"].ravel() for _, state in snapshots])
+    assert [t == "TRUE" for t in h5dump_values(path, "/history/OBSTACLES")] == past_bool.tolist()
+    assert [int(t) for t in h5dump_values(path, "/history/step")] == [step for step, _ in snapshots]
+    coords, values = coo_of(live["HEAT"])
+    assert [int(t) for t in h5dump_values(path, "HEAT_coords")] == coords.ravel().tolist()
+    assert [float(t) for t in h5dump_values(path, "HEAT_values")] == values.tolist()
+    starts = [int(t) for t in h5dump_values(path, "/history/HEAT_start")]
+    past_values = [float(t) for t in h5dump_values(path, "/history/HEAT_values")]
+    for start, (_, state) in zip(starts, snapshots):
+        _, expected = coo_of(state["HEAT"])
+        assert past_values[start:start + len(expected)] == expected.tolist()
+    assert [int(t) for t in h5dump_values(path, "/clock")] == [SNAPSHOTS, SNAPSHOTS]
+
+
+@needs_h5dump
+def test_h5ls_reads_every_dataset(history_world):
+    path, _, snapshots = history_world
+    datasets = all_datasets(path)
+    listing = tool("h5ls", "-r", "-d", path, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.count("Data:") == len(datasets)  # every dataset's data printed
+    for name in datasets:
+        shown = [line for line in listing.stdout.splitlines() if line.split(" ", 1)[0] == name]
+        assert len(shown) == 1 and "Dataset {" in shown[0], name
+    for name, expected in (("/history/step", [step for step, _ in snapshots]),
+                           ("/history/RES_I32", np.concatenate([s["RES_I32"].ravel() for _, s in snapshots]))):
+        values = tool("h5ls", "-d", "-S", path + name)
+        assert values.returncode == 0, values.stderr
+        tokens = values.stdout.split("Data:", 1)[1].replace(",", " ").split()
+        assert [int(t) for t in tokens] == list(expected), name
+
+
+PYTABLES_WALKER = """
+import json, sys, warnings
+import numpy as np
+import tables
+warnings.simplefilter("ignore")
+out = {"walk_nodes_error": None, "groups": [], "leaves": {}, "unloadable": {}}
+with tables.open_file(sys.argv[1]) as f:
+    try:
+        for node in f.walk_nodes("/"):
+            pass
+    except Exception as exc:
+        out["walk_nodes_error"] = type(exc).__name__ + ": " + str(exc)
+    def walk(path):
+        for name in f.get_node(path)._v_children.keys():  # names only: loading a child can fail
+            child = path.rstrip("/") + "/" + name
+            try:
+                node = f.get_node(child)
+            except Exception as exc:
+                out["unloadable"][child] = type(exc).__name__ + ": " + str(exc)
+                continue
+            if isinstance(node, tables.Group):
+                out["groups"].append(child)
+                walk(child)
+                continue
+            data = np.asarray(node.read())
+            out["leaves"][child] = {"shape": list(data.shape), "sum": float(data.astype(np.float64).sum()),
+                                    "class": type(node).__name__}
+    walk("/")
+print(json.dumps(out))
+"""
+
+
+def test_pytables_reads_every_node(history_world):
+    """PyTables loads and reads every node but the dimension scales (see PyTables issue #132)."""
+    path, _, _ = history_world
+    datasets = all_datasets(path)
+    result = run_python(PYTABLES_WALKER, path)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert set(seen["groups"]) == {"/layers", "/history"}
+    scales = {name for name, info in datasets.items() if info["scale"]}
+    for name, info in datasets.items():
+        if name in seen["unloadable"]:
+            # PyTables reads every attribute when it loads a node, and cannot read REFERENCE_LIST (a compound
+            # holding object references) that HDF5 dimension scales carry: only scales may fail, this way.
+            assert name in scales and "Reference" in seen["unloadable"][name], (name, seen["unloadable"][name])
+            continue
+        leaf = seen["leaves"][name]
+        assert leaf["shape"] == list(info["shape"]), name
+        assert leaf["sum"] == pytest.approx(float(info["data"].astype(np.float64).sum())), name
+    assert set(seen["leaves"]) | set(seen["unloadable"]) == set(datasets)
+    assert set(datasets) - scales <= set(seen["leaves"])
+    if seen["unloadable"]:
+        assert seen["walk_nodes_error"] is not None  # walk_nodes stops at the first scale
+
+
+def test_xarray_labels_live_layers_with_cf_attributes(history_world):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, live, _ = history_world
+    with xarray.open_dataset(path, engine="h5netcdf", group="layers", phony_dims="access") as ds:
+        assert ds["RES_F32"].dims == ("y", "x") and ds["HEAT16"].dims == ("y", "x")
+        assert ds["MEMORY"].dims == ("agent", "y", "x")
+        assert ds["OBS"].dims == ("agent", "OBS_channel", "OBS_dy", "OBS_dx")
+        assert (ds["y"].attrs["axis"], ds["x"].attrs["axis"]) == ("Y", "X")
+        np.testing.assert_array_equal(ds["OBS_dy"].values, np.arange(-2, 3))
+        for name in live:
+            assert {"units", "long_name"} <= set(ds[name].attrs), name
+        # CF: cells equal to _FillValue are masked (NaN); integer layers become floats to hold the NaN.
+        assert ds["RES_I32"].encoding["_FillValue"] == -1
+        for name in ("RES_F32", "RES_I32", "TERRAIN_U8"):
+            fill = ds[name].encoding["_FillValue"]
+            masked = live[name] == fill
+            assert masked.any(), name
+            np.testing.assert_array_equal(np.isnan(ds[name].values), masked, err_msg=name)
+            np.testing.assert_array_equal(ds[name].values[~masked], live[name][~masked], err_msg=name)
+    with xarray.open_dataset(path, engine="h5netcdf", group="layers", phony_dims="access",
+                             mask_and_scale=False) as raw:  # the stored values, dtypes kept
+        for name in ("RES_F32", "RES_I32", "TERRAIN_U8", "HEAT16", "MEMORY", "SEEN", "OBS"):
+            assert raw[name].dtype == live[name].dtype, name
+            np.testing.assert_array_equal(raw[name].values, live[name], err_msg=name)
+        np.testing.assert_array_equal(raw["OBSTACLES"].values.astype(bool), live["OBSTACLES"])
+
+
+def test_xarray_reads_sparse_layers_as_coo_with_an_nnz_dimension(history_world):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, live, _ = history_world
+    coords, values = coo_of(live["HEAT"])
+    with xarray.open_dataset(path, engine="h5netcdf", group="layers", phony_dims="access",
+                             mask_and_scale=False) as ds:
+        assert ds["HEAT"].attrs["storage"] == "sparse"
+        assert ds["HEAT_coords"].dims == ("HEAT_nnz", "yx") and ds["HEAT_values"].dims == ("HEAT_nnz",)
+        assert ds.sizes["HEAT_nnz"] == len(values) > 0 and ds.sizes["yx"] == 2
+        assert json.loads(ds["yx"].attrs["names"]) == ["y", "x"]
+        np.testing.assert_array_equal(ds["HEAT_coords"].values, coords)
+        np.testing.assert_array_equal(ds["HEAT_values"].values, values)
+        assert not ds["HEAT"].values.any()  # while sparse, the dense dataset reads as zeros
+        dense = np.zeros((ds.sizes["y"], ds.sizes["x"]), dtype=ds["HEAT_values"].dtype)
+        dense[tuple(ds["HEAT_coords"].values.T)] = ds["HEAT_values"].values
+        np.testing.assert_array_equal(dense, live["HEAT"])
+        assert ds.sizes["HEAT16_nnz"] == 0  # HEAT16 is dense: its COO form is empty
+
+
+def test_xarray_labels_history_by_step(history_world):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, _, snapshots = history_world
+    steps = [step for step, _ in snapshots]
+    with xarray.open_dataset(path, engine="h5netcdf", group="history", phony_dims="access") as ds:
+        assert ds["RES_F32"].dims == ("step", "y", "x") and ds["MEMORY"].dims == ("step", "agent", "y", "x")
+        assert ds["OBS"].dims == ("step", "agent", "OBS_channel", "OBS_dy", "OBS_dx")
+        assert ds["step"].values.tolist() == steps and ds["time"].dims == ("step",)
+        assert np.issubdtype(ds["time"].dtype, np.datetime64)  # CF "seconds since 1970-01-01" decoded
+        assert (np.diff(ds["time"].values) >= np.timedelta64(0)).all()
+        assert ds["RES_F32"].attrs["long_name"] == "RES_F32, at each snapshot" and "units" in ds["RES_F32"].attrs
+        for step, state in snapshots:
+            past = ds.sel(step=step)
+            for name in ("RES_F32", "RES_I32", "OBSTACLES", "TERRAIN_U8", "MEMORY", "SEEN", "OBS"):
+                np.testing.assert_array_equal(past[name].values, state[name], err_msg=f"{name} at {step}")
+        # Temporal layers: each snapshot's cells from HEAT_start on (rows between snapshots are never
+        # written and read as (0, 0) = 0).
+        starts = ds["HEAT_start"].values
+        assert ds["HEAT_start"].dims == ("step",)
+        coords, values = ds["HEAT_coords"].values, ds["HEAT_values"].values
+        bounds = np.append(starts, len(values))
+        for i, (step, state) in enumerate(snapshots):
+            c, v = coords[bounds[i]:bounds[i + 1]], values[bounds[i]:bounds[i + 1]]
+            dense = np.zeros((H, W), dtype=v.dtype)
+            dense[tuple(c[v != 0].T)] = v[v != 0]
+            np.testing.assert_array_equal(dense, state["HEAT"], err_msg=f"HEAT at {step}")
+
+
+def test_xarray_datatree_holds_layers_and_history(history_world):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, live, snapshots = history_world
+    tree = xarray.open_datatree(path, engine="h5netcdf", phony_dims="access")
+    try:
+        assert set(tree.children) == {"layers", "history"}
+        assert tree.attrs["worldstore_format"] == "worldstore" and tree.attrs["Conventions"] == "CF-1.8"
+        assert (tree.attrs["height"], tree.attrs["width"], tree.attrs["agents"]) == (H, W, AGENTS)
+        layers, history = tree["layers"].to_dataset(), tree["history"].to_dataset()
+        assert layers["MEMORY"].dims == ("agent", "y", "x")
+        assert history["MEMORY"].dims == ("step", "agent", "y", "x")
+        assert history.sizes["step"] == len(snapshots)
+        np.testing.assert_array_equal(layers["MEMORY"].values, live["MEMORY"])
+        np.testing.assert_array_equal(history["MEMORY"].isel(step=-1).values, snapshots[-1][1]["MEMORY"])
+    finally:
+        tree.close()

@@ -29,11 +29,13 @@ from .demo import run_demo
 from .recovery import recover
 from .render import render, render_gif
 from .summary import inspect
+from .validate import validate
 from .world import World, create, open
 
 __all__ = [
     "__version__", "presets",
     "create", "open", "inspect", "compact", "recover", "render", "render_gif", "parse_size", "run_demo",
+    "validate",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",

@@ -8,7 +8,7 @@ all along. :func:`commit` then
    kernel's ``/proc/self/pagemap`` says which pages are private copies), the
    pages of in-RAM layers that differ from the file, every sparse layer's
    cells, the step and each temporal layer's form;
-2. writes them to the journal ``PATH-journal``, ending with a checksum, and
+2. writes them to the journal ``PATH-journal``, ending with a CRC-32, and
    (``durable``) fsyncs it;
 3. makes the sequence number of ``/commit`` odd (a commit is being applied),
    writes the pages into the file, the COO datasets, the clock, flushes HDF5
@@ -30,16 +30,17 @@ applied, and they read again. The writer never waits for readers.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import time
+import zlib
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
 from . import _schema
 from .errors import DiskFullError, WorldFormatError, WorldLockedError
+from .storage.pages import PageSet
 
 if TYPE_CHECKING:
     from .world import World
@@ -47,9 +48,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JOURNAL_SUFFIX = "-journal"
-_MAGIC = b"WSJOURN1"
-_END = b"WSJEND01"
-_DIGEST = 16
+_MAGIC = b"WSJOURN2"
+_END = b"WSJEND02"
+_DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not against an adversary
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
 #: Room reserved beyond the data itself (chunk indexes, metadata HDF5 writes at a flush).
 _SLACK = 1 << 20
@@ -107,32 +108,33 @@ def release(world: "World") -> None:
 
 
 class Changes:
-    """What one commit writes: page patches, COO forms, storage kinds, the step."""
+    """What one commit writes: layers' pages, COO forms, storage kinds, the step."""
 
     def __init__(self, step: int, sequence: int):
         self.step = step
         self.sequence = sequence  # the even number the commit ends with
-        self.patches: list[tuple[int, memoryview]] = []  # (file offset, bytes)
+        self.pages: list[PageSet] = []
         self.coo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.kinds: dict[str, str] = {}
         self.unjournaled: list[Callable[[], None]] = []  # writes of layers that cannot be patched
 
     @property
     def nbytes(self) -> int:
-        return sum(len(buf) for _, buf in self.patches) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
+        return sum(p.data.nbytes for p in self.pages) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
 
     def header(self) -> bytes:
         return json.dumps({
             "step": self.step,
             "sequence": self.sequence,
             "kinds": self.kinds,
-            "patches": [[offset, len(buf)] for offset, buf in self.patches],
+            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes] for p in self.pages],
             "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
         }).encode()
 
     def blocks(self):
-        for _, buf in self.patches:
-            yield buf
+        for page_set in self.pages:
+            yield _raw(page_set.pages)
+            yield _raw(page_set.data)
         for coords, values in self.coo.values():
             yield _raw(np.ascontiguousarray(coords, dtype=np.int32))
             yield _raw(np.ascontiguousarray(values))
@@ -153,7 +155,7 @@ def collect(world: "World") -> Changes:
         if found is None:  # an in-RAM layer that cannot be patched (chunked in the file)
             changes.unjournaled.append(storage.flush)  # type: ignore[attr-defined]
         else:
-            changes.patches.extend(found)
+            changes.pages.extend(page_set for page_set in found if len(page_set.pages))
     spec = world._spec
     for name, storage in world._storages.items():
         if world._layers[name].grid_class != "temporal":
@@ -172,24 +174,18 @@ def _write_all(fd: int, buf: memoryview) -> None:
         buf = buf[os.write(fd, buf):]
 
 
-def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
-    while len(buf):
-        done = os.pwrite(fd, buf, offset)
-        buf, offset = buf[done:], offset + done
-
-
 def write_journal(path: str, changes: Changes, durable: bool) -> None:
     """Write ``changes`` to ``path``'s journal, checksummed; on any error, remove it and re-raise."""
     journal = journal_path(path)
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        digest = hashlib.blake2b(digest_size=_DIGEST)
+        crc = 0
         header = changes.header()
         for part in (memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
                      *changes.blocks()):
-            digest.update(part)
+            crc = zlib.crc32(part, crc)
             _write_all(fd, part)
-        _write_all(fd, memoryview(digest.digest() + _END))
+        _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
         if durable:
             os.fsync(fd)
     except BaseException:
@@ -205,7 +201,7 @@ def write_journal(path: str, changes: Changes, durable: bool) -> None:
 def commit(world: "World", durable: bool = True) -> int:
     """Commit ``world`` (see the module's docstring); returns the bytes journaled."""
     changes = collect(world)
-    if not (changes.patches or changes.coo or changes.unjournaled) and world._step == world._committed:
+    if not (changes.pages or changes.coo or changes.unjournaled) and world._step == world._committed:
         return 0
     # Sparse layers' cells may need more room in their COO datasets: reserve it before anything is written.
     coo_bytes = sum(c.nbytes + v.nbytes for c, v in changes.coo.values())
@@ -235,8 +231,8 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
     """Write ``changes`` into the file, between an odd and an even sequence number."""
     if sequence_offset is not None:
         write_sequence(fd, sequence_offset, changes.sequence - 1, changes.step)
-    for offset, buf in changes.patches:
-        _pwrite_all(fd, buf, offset)
+    for page_set in changes.pages:
+        page_set.write_into(fd)
     for write in changes.unjournaled:
         write()
     group = h5file[_schema.LAYERS_GROUP]
@@ -319,14 +315,14 @@ def read_journal(path: str) -> dict[str, Any] | None:
         header_length = int.from_bytes(start[8:], "little")
         if 16 + header_length + _DIGEST + len(_END) > size:
             return None
-        digest = hashlib.blake2b(digest_size=_DIGEST)
+        crc = 0
         end = size - _DIGEST - len(_END)
         position = 0
         while position < end:
             piece = os.pread(fd, min(_PIECE, end - position), position)
-            digest.update(piece)
+            crc = zlib.crc32(piece, crc)
             position += len(piece)
-        if os.pread(fd, _DIGEST + len(_END), end) != digest.digest() + _END:
+        if os.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
             return None
         try:
             header = json.loads(os.pread(fd, header_length, 16))
@@ -356,11 +352,13 @@ def replay(path: str) -> dict[str, Any]:
         position = header["_data"]
         changes = Changes(int(header["step"]), int(header["sequence"]))
         changes.kinds = {str(k): str(v) for k, v in header["kinds"].items()}
-        for offset, length in header["patches"]:
-            if offset < 0 or offset + length > file_size:
-                raise WorldFormatError(f"{journal}: a page lies beyond the end of {path}")
-            changes.patches.append((int(offset), memoryview(os.pread(jfd, length, position))))
-            position += length
+        for offset, nbytes, count, length in header["pages"]:
+            if offset < 0 or offset + nbytes > file_size:
+                raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
+            pages = np.frombuffer(os.pread(jfd, count * 8, position), np.int64)
+            data = np.frombuffer(os.pread(jfd, length, position + count * 8), np.uint8)
+            changes.pages.append(PageSet(int(offset), int(nbytes), pages, data))
+            position += count * 8 + length
         for name, count, dtype in header["coo"]:
             coords = np.frombuffer(os.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
             position += count * 8

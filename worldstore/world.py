@@ -650,11 +650,7 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise WorldNotFoundError(errno.ENOENT, "no such world file", path)
-    if os.path.isdir(path):
-        raise WorldFormatError(errno.EISDIR, "is a directory, not a world file", path)
+    path = check_path(path)
     if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
         raise WorldFormatError(f"{path} is empty, not a world file")
     _finish_commit(path)
@@ -674,6 +670,16 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
             world.close()
             raise
     return world
+
+
+def check_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, if a file is there (:class:`WorldNotFoundError`, or a directory: :class:`WorldFormatError`)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WorldNotFoundError(errno.ENOENT, "no such world file", path)
+    if os.path.isdir(path):
+        raise WorldFormatError(errno.EISDIR, "is a directory, not a world file", path)
+    return path
 
 
 def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] | None) -> World:

@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-PAGE = mmap.PAGESIZE
+from .pages import PAGE, PageSet, runs
+
 _PRESENT, _SWAPPED, _FILE_PAGE = np.uint64(1 << 63), np.uint64(1 << 62), np.uint64(1 << 61)
 
 
@@ -48,16 +49,6 @@ def private_pages(address: int, nbytes: int) -> np.ndarray | None:
         return None
     own = ((entries & _PRESENT) != 0) & ((entries & _FILE_PAGE) == 0)
     return np.flatnonzero(own | ((entries & _SWAPPED) != 0))
-
-
-def runs(pages: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted page indices as ``(first, end)`` runs of consecutive pages."""
-    if not len(pages):
-        return []
-    breaks = np.flatnonzero(np.diff(pages) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [len(pages)]))
-    return list(zip(pages[starts].tolist(), (pages[ends - 1] + 1).tolist()))
 
 
 def _map(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
@@ -100,7 +91,7 @@ class MappedStorage:
         # The mapping's first byte, and where the layer's bytes lie in it.
         self._address = self._array.__array_interface__["data"][0] - delta
         self._begin, self._end = delta, delta + nbytes
-        self._written: list[tuple[int, int]] = []  # page runs found by the last patches()
+        self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
 
     @property
     def array(self) -> np.ndarray:
@@ -119,29 +110,34 @@ class MappedStorage:
             self._private = np.frombuffer(private, self._dtype, self._count, delta).reshape(self._shape)
         return self._private
 
-    def patches(self) -> list[tuple[int, memoryview]]:
-        """``(file offset, bytes)`` of every page written since the last commit, consecutive pages joined."""
+    def patches(self) -> list[PageSet]:
+        """The layer's pages written since the last commit, with their bytes."""
         if not self._writable:
             return []
-        pages = private_pages(self._address, self._end)
-        if pages is None:  # no pagemap: every page counts as written
-            pages = np.arange(-(-self._end // PAGE))
-        self._written = runs(pages)
-        view = memoryview(self._map)
-        found = []
-        file_start = self._offset - self._begin
-        for first, end in self._written:
-            # Only the layer's own bytes: a page it shares with other data keeps the file's.
-            lo, hi = max(first * PAGE, self._begin), min(end * PAGE, self._end)
-            if lo < hi:
-                found.append((file_start + lo, view[lo:hi]))
-        return found
+        mapping_pages = -(-self._end // PAGE)
+        private = private_pages(self._address, self._end)
+        if private is None:  # no pagemap: every page counts as written
+            private = np.arange(mapping_pages)
+        self._written = private
+        # The layer's page k (from its first byte) spans mapping pages (begin + k*PAGE) // PAGE to that of
+        # its last byte; one of them written makes it written (the same page when the layer is aligned).
+        written = np.zeros(mapping_pages, dtype=bool)
+        written[private] = True
+        nbytes = self._end - self._begin
+        first = np.arange(-(-nbytes // PAGE), dtype=np.int64) * PAGE + self._begin
+        last = np.minimum(first + PAGE, self._end) - 1
+        pages = np.flatnonzero(written[first // PAGE] | written[last // PAGE])
+        region = self._array.reshape(-1).view(np.uint8)
+        return [PageSet.gather(self._offset, region, pages)]
 
     def drop_private(self) -> None:
         """After a commit: the written pages read the file again (which now holds the same bytes)."""
-        for first, end in self._written:
+        written, self._written = self._written, np.empty(0, np.int64)
+        if len(written) > 64:  # one call for the whole mapping (clean pages just map again when touched)
+            self._map.madvise(mmap.MADV_DONTNEED)
+            return
+        for first, end in runs(written):
             self._map.madvise(mmap.MADV_DONTNEED, first * PAGE, min(end * PAGE, len(self._map)) - first * PAGE)
-        self._written = []
 
     def close(self) -> None:
         mapping = self._map

@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 
-from .mapped import PAGE, runs
+from .pages import PAGE, PageSet
 
 _COMPARE = 16 << 20  # bytes of the file read at a time while looking for changed pages
 
@@ -45,19 +45,19 @@ class MemoryStorage:
         # itself is private to this process.
         return self._data
 
-    def patches(self) -> list[tuple[int, memoryview]] | None:
-        """``(file offset, bytes)`` of the pages that differ from the file; None if the dataset is not contiguous."""
+    def patches(self) -> list[PageSet] | None:
+        """The pages that differ from the file, with their bytes; None if the dataset is not contiguous."""
         if not self._writable or not self._data.size:
             return []
         if self._fd is None or self._offset is None:
             return None
-        data = memoryview(self._data.reshape(-1)).cast("B")
+        region = self._data.reshape(-1).view(np.uint8)
         changed = []
-        for start in range(0, len(data), _COMPARE):
-            mine = np.frombuffer(data[start:start + _COMPARE], np.uint8)
+        for start in range(0, len(region), _COMPARE):
+            mine = region[start:start + _COMPARE]
             theirs = np.frombuffer(os.pread(self._fd, len(mine), self._offset + start), np.uint8)
             if len(theirs) != len(mine):  # the file is shorter than it was at open: write it all
-                changed.append(np.arange(start // PAGE, -(-len(data) // PAGE)))
+                changed.append(np.arange(start // PAGE, -(-len(region) // PAGE)))
                 break
             whole = len(mine) // PAGE * PAGE
             differs = (mine[:whole].reshape(-1, PAGE) != theirs[:whole].reshape(-1, PAGE)).any(axis=1)
@@ -65,8 +65,7 @@ class MemoryStorage:
             if whole < len(mine) and (mine[whole:] != theirs[whole:]).any():
                 pages = np.append(pages, whole // PAGE)
             changed.append(pages + start // PAGE)
-        return [(self._offset + first * PAGE, data[first * PAGE:end * PAGE])
-                for first, end in runs(np.concatenate(changed))]
+        return [PageSet.gather(self._offset, region, np.concatenate(changed))]
 
     def drop_private(self) -> None:
         pass

@@ -1,0 +1,75 @@
+"""Page sets: the pages of one layer's file region that a commit writes, gathered and scattered by numpy.
+
+A region is a layer's bytes in the file (``offset``, ``nbytes``); page ``k``
+covers its bytes ``k * PAGE`` up to ``(k + 1) * PAGE`` (the last page may be
+short). A :class:`PageSet` holds the page numbers and their bytes, contiguous,
+so a commit journals them with one write and writes them into the file with
+one numpy copy through a shared mapping, however scattered the pages are: no
+per-page Python or system call.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+
+
+class PageSet:
+    """Pages ``pages`` (sorted) of the region at ``offset`` (``nbytes`` long), with their bytes ``data``."""
+
+    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray):
+        self.offset = offset
+        self.nbytes = nbytes
+        self.pages = np.ascontiguousarray(pages, dtype=np.int64)
+        self.data = data
+
+    @classmethod
+    def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray) -> "PageSet":
+        """The bytes of ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
+        full, tail = _split(region)
+        inner = pages[pages < len(full)]
+        parts = [full[inner].reshape(-1)]
+        if len(inner) < len(pages):  # the last, short page
+            parts.append(tail)
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return cls(offset, len(region), pages, data)
+
+    def scatter(self, region: np.ndarray) -> None:
+        """Write the pages into ``region`` (a flat, writable uint8 array of the region's bytes)."""
+        full, tail = _split(region)
+        inner = self.pages[self.pages < len(full)]
+        full[inner] = self.data[:len(inner) * PAGE].reshape(-1, PAGE)
+        if len(inner) < len(self.pages):
+            tail[...] = self.data[len(inner) * PAGE:]
+
+    def write_into(self, fd: int) -> None:
+        """Write the pages into the file behind ``fd``, through a temporary shared mapping of the region."""
+        if not len(self.pages):
+            return
+        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(fd, self.offset - start + self.nbytes, access=mmap.ACCESS_WRITE, offset=start)
+        try:
+            region = np.frombuffer(mapping, np.uint8, self.nbytes, self.offset - start)
+            self.scatter(region)
+            del region
+        finally:
+            mapping.close()
+
+
+def _split(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``region`` as whole pages ``(n, PAGE)`` and the short last page (possibly empty)."""
+    whole = len(region) // PAGE * PAGE
+    return region[:whole].reshape(-1, PAGE), region[whole:]
+
+
+def runs(pages: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted page numbers as ``(first, end)`` runs of consecutive pages."""
+    if not len(pages):
+        return []
+    breaks = np.flatnonzero(np.diff(pages) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(pages)]))
+    return list(zip(pages[starts].tolist(), (pages[ends - 1] + 1).tolist()))
