@@ -24,6 +24,7 @@ from .layer import Layer
 from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec,
                    parse_size)
 from ._schema import HISTORY_CODECS
+from .analysis import to_xarray
 from .compaction import compact
 from .demo import run_demo
 from .recovery import recover
@@ -35,7 +36,7 @@ from .world import World, create, open
 __all__ = [
     "__version__", "presets",
     "create", "open", "inspect", "compact", "recover", "render", "render_gif", "parse_size", "run_demo",
-    "validate",
+    "validate", "to_xarray",
     "World", "Layer", "WorldSpec", "LayerSpec",
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",

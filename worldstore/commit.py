@@ -30,6 +30,7 @@ applied, and they read again. The writer never waits for readers.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import time
@@ -54,6 +55,10 @@ _DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not a
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
 #: Room reserved beyond the data itself (chunk indexes, metadata HDF5 writes at a flush).
 _SLACK = 1 << 20
+#: A reader whose read a commit spoiled this many times in a row asks the writer to wait for it (the byte
+#: after the writer's own lock: the writer holds it while it applies a commit, a starved reader while it reads).
+_PATIENCE = 4
+_APPLY_BYTE = (1 << 62) + 1
 #: A reader that finds a commit in progress for this long checks whether the writer is still alive.
 _STALL_S = 2.0
 
@@ -215,7 +220,11 @@ def commit(world: "World", durable: bool = True) -> int:
                                 "changes are still in this process: free space and commit again",
                                 journal_path(world._path)) from exc
         raise
-    apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
+    _apply_lock(world._fd, fcntl.F_WRLCK)  # waits for a starved reader to finish its read
+    try:
+        apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
+    finally:
+        _apply_lock(world._fd, fcntl.F_UNLCK)
     os.unlink(journal_path(world._path))
     release(world)
     world._sequence = changes.sequence
@@ -261,6 +270,13 @@ def write_sequence(fd: int, offset: int, sequence: int, step: int) -> None:
     os.pwrite(fd, sequence.to_bytes(8, "little", signed=True) + step.to_bytes(8, "little", signed=True), offset)
 
 
+def _apply_lock(fd: int, lock_type: int) -> None:
+    """Take (waiting) or drop the lock on the byte that marks a commit being applied."""
+    from .recovery import range_lock
+
+    range_lock(fd, _APPLY_BYTE, lock_type, wait=True)
+
+
 def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
                discard: Callable[[T], None] | None = None) -> tuple[int | None, T]:
     """Run ``read`` until no commit was applied while it ran; return ``(committed step, its result)``.
@@ -273,7 +289,10 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
         return None, read()
     waited = 0.0
     pause = 0.0001
+    spoiled = 0
     while True:
+        if spoiled >= _PATIENCE:  # commits keep landing mid-read: hold the writer back for one read
+            return _read_holding_writer(path, fd, offset, read)
         before, step = read_sequence(fd, offset)
         if before % 2 == 0:
             try:
@@ -281,11 +300,13 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
             except Exception:
                 if read_sequence(fd, offset)[0] == before:
                     raise
+                spoiled += 1
                 continue  # the file changed under the read (a COO dataset resized, say): read again
             if read_sequence(fd, offset)[0] == before:
                 return step, result
             if discard is not None:
                 discard(result)
+            spoiled += 1
             continue
         time.sleep(pause)
         waited += pause
@@ -297,6 +318,19 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
                 raise WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world "
                                        "with mode='r+' or run `worldstore recover` to finish it")
             waited = 0.0
+
+
+def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T]) -> tuple[int, T]:
+    """Run ``read`` holding the apply lock shared: no commit is applied meanwhile (the writer waits)."""
+    _apply_lock(fd, fcntl.F_RDLCK)
+    try:
+        sequence, step = read_sequence(fd, offset)
+        if sequence % 2:  # no live writer applies while we hold the lock: one died applying
+            raise WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world with "
+                                   "mode='r+' or run `worldstore recover` to finish it")
+        return step, read()
+    finally:
+        _apply_lock(fd, fcntl.F_UNLCK)
 
 
 # -- replay ------------------------------------------------------------------

@@ -106,6 +106,12 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
     group = history_group(world)
     world.commit()
     reserve(world, _snapshot_bound(world, group), "the snapshot")
+    index = _append_snapshot(world, group, on_progress)
+    release(world)
+    return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
+
+
+def _append_snapshot(world: "World", group: h5py.Group, on_progress: Any) -> int:
     index = snapshot_count(group)  # an unfinished snapshot left by a killed writer is overwritten
     layers = world.layers
     for done, (name, layer) in enumerate(layers.items(), start=1):
@@ -129,8 +135,7 @@ def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
         dset.resize((index + 1,))
         dset[index] = value
     world._file.flush()
-    release(world)
-    return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
+    return index
 
 
 def _snapshot_bound(world: "World", group: h5py.Group) -> int:
@@ -159,14 +164,17 @@ def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, index: int, coord
     chunk = group[values_name].chunks[0]
     begin = -(-group[values_name].shape[0] // chunk) * chunk
     end = begin + len(values)
+    # Where this snapshot begins is written (and flushed) before its cells: a SWMR reader of the snapshot
+    # before, which ends where this one begins, never takes these cells for its own (see read_state).
+    start = group[start_name]
+    start.resize((index + 1,))
+    start[index] = begin
+    group.file.flush()
     group[coords_name].resize((end, 2))
     group[values_name].resize((end,))
     if len(values):
         group[coords_name][begin:end] = np.asarray(coords, dtype=np.int32)
         group[values_name][begin:end] = values
-    start = group[start_name]
-    start.resize((index + 1,))
-    start[index] = begin
 
 
 def find(world: "World", step: Any) -> int:
@@ -194,9 +202,16 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
         if spec.layer(name).grid_class == "temporal":
             coords_name, values_name, start_name = _schema.history_names(spec, name)
             starts, values = group[start_name], group[values_name]
+            if not world.writable and world._file.swmr_mode:
+                # The cells' extent first, then the starts: cells seen are never newer than the starts.
+                values.refresh()
+                group[coords_name].refresh()
+                starts.refresh()
             total = values.shape[0]
             begin = int(starts[index])
-            end = int(starts[index + 1]) if index + 1 < starts.shape[0] else total
+            # Up to where the next snapshot begins (its start is written before its cells, which a writer
+            # killed in between never wrote), or to the end.
+            end = min(int(starts[index + 1]), total) if index + 1 < starts.shape[0] else total
             if not 0 <= begin <= end <= total or group[coords_name].shape != (total, 2):
                 raise WorldFormatError(f"{world.path}: {where}: its cells [{begin}, {end}) do not fit the "
                                        f"{total} stored")
@@ -204,7 +219,11 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
             if len(coords) and (coords.min() < 0 or coords[:, 0].max() >= spec.height
                                 or coords[:, 1].max() >= spec.width):
                 raise WorldFormatError(f"{world.path}: {where}: coordinates lie outside the world")
-            return coords, values[begin:end]
+            # Snapshots store non-zero cells only; the rows up to the next snapshot's chunk boundary were
+            # never written and read as cell (0, 0) = 0: dropped.
+            values = values[begin:end]
+            keep = values != 0
+            return coords[keep], values[keep]
         dset = group[name]
         if dset.shape[1:] != spec.shape_of(name) or dset.dtype != spec.layer(name).np_dtype:
             raise WorldFormatError(f"{world.path}: {where}: history dataset {dset.shape} {dset.dtype} disagrees "

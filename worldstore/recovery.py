@@ -115,16 +115,22 @@ def _writer_lock(lock_type: int) -> bytes:
     return struct.pack("hhqqi4x", lock_type, os.SEEK_SET, _WRITER_BYTE, 1, 0)
 
 
+def range_lock(fd: int, byte: int, lock_type: int, wait: bool = False) -> None:
+    """An open-file-description lock (``F_OFD_SETLK[W]``) on one byte; a no-op where the system has none."""
+    if not hasattr(fcntl, "F_OFD_SETLK"):
+        return
+    struct_flock = struct.pack("hhqqi4x", lock_type, os.SEEK_SET, byte, 1, 0)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, struct_flock)
+
+
 def hold_writer_lock(fd: int, path: str) -> None:
     """Mark ``fd``'s process as the file's writer until ``fd`` is closed (or the process dies).
 
     An open-file-description lock (``F_OFD_SETLK``): closing other descriptors
     of the same file, as HDF5 and our own checks do, does not drop it.
     """
-    if not hasattr(fcntl, "F_OFD_SETLK"):
-        return  # not Linux: HDF5's flock is the only guard
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _writer_lock(fcntl.F_WRLCK))
+        range_lock(fd, _WRITER_BYTE, fcntl.F_WRLCK)  # not Linux: a no-op, and HDF5's flock is the only guard
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
@@ -210,7 +216,7 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     cleared = clear_status_flags(path)
     journal = replay(path)
-    with open_world(path, "r") as world:
+    with open_world(path, "r+") as world:  # a writer's open also ends a snapshot the kill cut short
         committed = world.committed_step
         try:
             snapshots = [record["step"] for record in world.history()]

@@ -506,6 +506,8 @@ class World:
 
     def _consistent_read(self, read: Any) -> Any:
         """``read()``, run again until no commit landed while it ran (readers; see :meth:`read`)."""
+        if self.writable:
+            return read()
         return _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
 
     def _check_open(self) -> None:
@@ -684,9 +686,13 @@ def check_path(path: str | os.PathLike) -> str:
 
 def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] | None) -> World:
     """The world in ``h5file``; a reader reads again until no commit landed while it read."""
+    swmr = h5file.swmr_mode and mode == "r"
+    if swmr:  # every dataset once; inside a retry, only those a commit changes
+        h5file.visititems(lambda _, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
+
     def attempt() -> World:
-        if h5file.swmr_mode and mode == "r":
-            h5file.visititems(lambda _, obj: obj.refresh() if isinstance(obj, h5py.Dataset) else None)
+        if swmr:  # after the sequence was read: extents as new as the commit the read belongs to
+            _refresh_committed(h5file)
         with _schema.format_errors(path, "reading the world"):
             stored = _schema.read_spec(h5file, path)
             step, committed = _schema.read_clock(h5file, path)
@@ -706,6 +712,16 @@ def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] 
         return _commit.consistent(path, fd, offset, attempt, discard=lambda world: world._discard(release=True))[1]
     finally:
         os.close(fd)
+
+
+def _refresh_committed(h5file: h5py.File) -> None:
+    """SWMR: see the datasets a commit changes again (the clock and the COO forms of temporal layers)."""
+    h5file[_schema.CLOCK].refresh()
+    group = h5file[_schema.LAYERS_GROUP]
+    for name in group:
+        dset = group[name]
+        if isinstance(dset, h5py.Dataset) and dset.maxshape and dset.maxshape[0] is None:
+            dset.refresh()
 
 
 def _finish_commit(path: str) -> None:
