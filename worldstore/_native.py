@@ -43,6 +43,16 @@ def _load() -> ctypes.CDLL | None:
         library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
         library.ws_decay_f64.restype = i64
         library.ws_decay_f64.argtypes = [ptr, i64, ctypes.c_double, ctypes.c_double]
+        library.ws_cow_register.restype = i64
+        library.ws_cow_register.argtypes = [ptr, i64, ctypes.c_int, i64, ptr]
+        library.ws_cow_blocks.restype = i64
+        library.ws_cow_blocks.argtypes = [ptr, i64]
+        library.ws_cow_reset.restype = ctypes.c_int
+        library.ws_cow_reset.argtypes = [i64]
+        library.ws_cow_unregister.restype = None
+        library.ws_cow_unregister.argtypes = [i64]
+        library.ws_cow_failures.restype = i64
+        library.ws_cow_failures.argtypes = []
         return library
     return None
 

@@ -17,13 +17,20 @@ file's page) for the commit to journal and write (see ``worldstore.commit``);
 
 from __future__ import annotations
 
+import ctypes
 import math
 import mmap
 import os
 
 import numpy as np
 
+from .. import _native
 from .pages import PAGE, PageSet, runs
+
+#: The blocks a writer copies on first write (worldstore/_cow.c): 2 MiB, a huge page.
+_BLOCK = 2 << 20
+#: Dirty-block arrays of registered mappings, kept alive while the C side may write them.
+_REGISTERED: dict[int, np.ndarray] = {}
 
 _PRESENT, _SWAPPED, _FILE_PAGE = np.uint64(1 << 63), np.uint64(1 << 62), np.uint64(1 << 61)
 
@@ -82,8 +89,14 @@ class MappedStorage:
         self._dtype = np.dtype(dtype)
         self._count = math.prod(shape)
         self._writable = writable
-        access = mmap.ACCESS_COPY if writable else mmap.ACCESS_READ
         nbytes = self._count * self._dtype.itemsize
+        # A writer copies written blocks of 2 MiB itself (worldstore/_cow.c), so they stay huge pages, for
+        # 2-D grids (where random access over the whole grid is the rule). Agent layers (a plane per agent,
+        # each written in small windows) and worlds without the compiled library: the kernel copies 4 KiB
+        # pages (MAP_PRIVATE), so memory follows the windows written. Readers map the file read-only.
+        self._cow_id: int | None = None
+        blocks = writable and _native.library is not None and len(shape) == 2
+        access = (mmap.ACCESS_WRITE if blocks else mmap.ACCESS_COPY) if writable else mmap.ACCESS_READ
         self._map, delta = _map(fd, offset, nbytes, access)
         _prefer_huge_pages(self._map)
         self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(shape)
@@ -92,6 +105,17 @@ class MappedStorage:
         self._address = self._array.__array_interface__["data"][0] - delta
         self._begin, self._end = delta, delta + nbytes
         self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
+        if blocks:
+            self._start_blocks(offset - delta)
+
+    def _start_blocks(self, map_offset: int) -> None:
+        library = _native.library
+        self._dirty = np.zeros(library.ws_cow_blocks(self._address, len(self._map)), dtype=np.uint8)
+        cow_id = library.ws_cow_register(self._address, len(self._map), self._fd, map_offset, self._dirty.ctypes.data)
+        if cow_id < 0:
+            raise OSError(ctypes.get_errno(), "cannot set up copy-on-write of a mapped layer")
+        self._cow_id = cow_id
+        _REGISTERED[cow_id] = self._dirty  # alive as long as the registration
 
     @property
     def array(self) -> np.ndarray:
@@ -114,6 +138,8 @@ class MappedStorage:
         """The layer's pages written since the last commit, with their bytes."""
         if not self._writable:
             return []
+        if self._cow_id is not None:
+            return self._block_patches()
         mapping_pages = -(-self._end // PAGE)
         private = private_pages(self._address, self._end)
         if private is None:  # no pagemap: every page counts as written
@@ -130,8 +156,42 @@ class MappedStorage:
         region = self._array.reshape(-1).view(np.uint8)
         return [PageSet.gather(self._offset, region, pages)]
 
+    def _block_patches(self) -> list[PageSet]:
+        """Pages of the blocks copied since the last commit that differ from the file."""
+        blocks = np.flatnonzero(self._dirty)
+        if not len(blocks):
+            return []
+        nbytes = self._end - self._begin
+        mine = self._array.reshape(-1).view(np.uint8)
+        view = mmap.mmap(self._fd, len(self._map), access=mmap.ACCESS_READ, offset=self._offset - self._begin)
+        try:
+            theirs = np.frombuffer(view, np.uint8, nbytes, self._begin)
+            skew = self._address % _BLOCK  # where the mapping starts within its first block
+            pages = []
+            for block in blocks.tolist():
+                lo = max(block * _BLOCK - skew - self._begin, 0)  # the block's bytes, from the layer's first
+                hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
+                if lo >= hi:
+                    continue
+                first, end = lo // PAGE, -(-hi // PAGE)
+                a, b = mine[first * PAGE:min(end * PAGE, nbytes)], theirs[first * PAGE:min(end * PAGE, nbytes)]
+                whole = len(a) // PAGE * PAGE
+                differs = np.flatnonzero((a[:whole].reshape(-1, PAGE) != b[:whole].reshape(-1, PAGE)).any(axis=1))
+                if whole < len(a) and (a[whole:] != b[whole:]).any():
+                    differs = np.append(differs, whole // PAGE)
+                pages.append(differs + first)
+            a = b = theirs = None  # noqa: F841 - no view of the mapping may outlive it
+        finally:
+            view.close()
+        return [PageSet.gather(self._offset, mine, np.unique(np.concatenate(pages)) if pages else
+                               np.empty(0, np.int64))]
+
     def drop_private(self) -> None:
         """After a commit: the written pages read the file again (which now holds the same bytes)."""
+        if self._cow_id is not None:
+            if _native.library.ws_cow_reset(self._cow_id) != 0:
+                raise OSError(ctypes.get_errno(), "cannot map a committed block of a layer back from the file")
+            return
         written, self._written = self._written, np.empty(0, np.int64)
         if len(written) > 64:  # one call for the whole mapping (clean pages just map again when touched)
             self._map.madvise(mmap.MADV_DONTNEED)
@@ -146,5 +206,10 @@ class MappedStorage:
             mapping.close()
         except BufferError:
             # The caller still holds views: the mapping stays alive (and valid)
-            # until the last of them is garbage-collected.
-            pass
+            # until the last of them is garbage-collected; a writer's stays registered, so writes
+            # through them still go to the process's own copies (and never to the file).
+            return
+        if self._cow_id is not None:
+            _native.library.ws_cow_unregister(self._cow_id)
+            _REGISTERED.pop(self._cow_id, None)
+            self._cow_id = None
