@@ -10,7 +10,7 @@ Speed. Two worlds of the same spec, one file per storage kind, each at least
 2 GiB (two float32 layers of 16384 x 16384), so that the working set is far
 above the last-level cache and every access pays what a big world pays: cache
 and TLB misses. Both layers are filled with a non-trivial pattern, the mapped
-world is committed (``flush``: msync), and one untimed warm-up pass of every
+world is committed (``commit``), and one untimed warm-up pass of every
 operation runs on both kinds, so first-touch page faults (and the
 write-protect faults that follow a commit) are counted for neither. Then, on
 the 1 GiB ``RESOURCES`` layer of each world, each round times:
@@ -35,10 +35,11 @@ whole (ext4 since Linux 6.16); with 4 KiB pages, random windows and scatters
 miss the TLB more and cost about 20% more. Targets: every ratio <= 1.10, hard
 limit 1.25.
 
-Then, for information only (no target), a few commit cycles: ``world.flush()``
-followed by (c). After msync a mapped layer's pages are clean and
-write-protected, so the first write to each page takes a fault; a memory
-layer pays instead inside the commit, which writes the whole world back.
+Then, for information only (no target), a few commit cycles: ``world.commit()``
+followed by (c). A commit writes the changed pages of a mapped layer's written
+2 MiB blocks and maps the file back over them, so the first write to each
+block afterwards takes a fault and copies the block; a memory layer pays
+instead inside the commit, which compares the whole world with the file.
 
 Memory. In a fresh interpreter (so nothing this process allocated hides or
 inflates it), RssAnon from /proc/self/status is read just before opening a
@@ -366,12 +367,12 @@ def run_rounds(arrays: dict[str, np.ndarray], rounds: int, seed: int,
 
 def commit_cycles(worlds: dict[str, worldstore.World], arrays: dict[str, np.ndarray],
                   rounds: int) -> dict[str, Any]:
-    """Informational: commit (``world.flush()``), then the whole-layer update, as a simulation
+    """Informational: commit (``world.commit()``), then the whole-layer update, as a simulation
     that commits every step does.
 
-    msync leaves a mapped layer's pages clean and write-protected, so the
-    first write to each page after a commit takes a fault; a memory layer pays
-    instead in the commit, which writes the whole world back to the file.
+    After a commit a mapped layer reads the file again, so the first write to
+    each 2 MiB block takes a fault that copies it; a memory layer pays instead
+    in the commit, which compares the whole world with the file.
     """
     commit_s = {kind: [] for kind in KINDS}
     update_s = {kind: [] for kind in KINDS}
@@ -379,7 +380,7 @@ def commit_cycles(worlds: dict[str, worldstore.World], arrays: dict[str, np.ndar
     for round_no in range(rounds + 1):
         for kind in (KINDS if round_no % 2 == 0 else KINDS[::-1]):
             array, world = arrays[kind], worlds[kind]
-            commit, _ = timed(world.flush)
+            commit, _ = timed(world.commit)
             seconds, nfaults = timed(lambda: np.multiply(array, DECAY, out=array))  # (c)
             if round_no:
                 commit_s[kind].append(commit)
@@ -411,8 +412,8 @@ def speed_benchmark(directory: str, shape: tuple[int, int], rounds: int, commit_
         # The mapped world starts committed, as a simulation's world is after a
         # step. The memory world is not flushed: its file is never read again,
         # and writing 2 GiB now would leave disk I/O running under the timings.
-        progress("committing the mapped world (msync) ...")
-        worlds["mapped"].flush()
+        progress("committing the mapped world ...")
+        worlds["mapped"].commit()
         arrays = {kind: worlds[kind][OP_LAYER].numpy() for kind in KINDS}
         progress(f"timing {rounds} rounds (+1 warm-up) ...")
         ops = run_rounds(arrays, rounds, seed=1, progress=progress)
@@ -528,11 +529,12 @@ def print_report(report: dict[str, Any]) -> None:
           "range: smallest..largest per-round ratio)")
     print()
     cycle = report["after_commit"]
-    print(f"After a commit (informational, no target; {cycle['rounds']} rounds): world.flush(), then (c)")
-    rows = [("commit: world.flush()", cycle["commit"], "mapped: msync of dirty pages; memory: whole world written"),
+    print(f"After a commit (informational, no target; {cycle['rounds']} rounds): world.commit(), then (c)")
+    rows = [("commit: world.commit()", cycle["commit"],
+             "mapped: changed pages of written blocks; memory: whole world compared"),
             ("(c) first update after the commit", cycle["update_after_commit"],
              f"faults/op {cycle['update_after_commit']['mapped_faults']:.0f},"
-             f"{cycle['update_after_commit']['memory_faults']:.0f} (msync write-protects the pages)"),
+             f"{cycle['update_after_commit']['memory_faults']:.0f} (the first write to a block copies it)"),
             ("commit + update", cycle["commit_and_update"], "")]
     for label, row, note in rows:
         print(f"{label:42s} {_time_text(row['mapped_s']):>10s} {_time_text(row['memory_s']):>10s} "

@@ -315,3 +315,62 @@ def test_restoring_an_older_snapshot_of_a_dense_temporal_layer_keeps_every_cell(
         assert world["TRAIL"][0, 0] == 2.5 and world["TRAIL"][5, 6] == 1.0
         coords, values = world.at(0)["TRAIL"].coo()
         assert coords.tolist() == [[0, 0], [5, 6]] and values.tolist() == [2.5, 1.0]
+
+
+needs_blocks = pytest.mark.skipif(worldstore._native.library is None,
+                                  reason="the C library is not built: the kernel copies 4 KiB pages instead")
+
+
+@needs_blocks
+def test_a_writer_copies_2mib_blocks_and_commits_only_changed_pages(tmp_path):
+    path = str(tmp_path / "blocks.h5")
+    grid = WorldSpec(2048, 2048, 4, [LayerSpec("A", "resource"), LayerSpec("M", "agent", "float16")])
+    with worldstore.create(path, grid) as world:
+        storage = world._storages["A"]
+        assert storage._cow_id is not None and world._storages["M"]._cow_id is None  # agent layers: 4 KiB
+        world["A"][5, 5] = 1.0
+        world["A"][2047, 2047] = 2.0
+        assert np.flatnonzero(storage._dirty).tolist() == [0, len(storage._dirty) - 1]
+        assert commit.collect(world).nbytes == 2 * 4096  # the two changed pages, not the blocks
+        world.commit()
+        assert not storage._dirty.any()
+        world["A"][5, 6] = 3.0  # the block is the file's again: a new copy
+        assert storage._dirty[0] == 1
+    with worldstore.open(path) as world:
+        assert world["A"][5, 5] == 1.0 and world["A"][5, 6] == 3.0 and world["A"][2047, 2047] == 2.0
+
+
+@needs_blocks
+def test_threads_writing_the_same_blocks_lose_nothing(tmp_path):
+    import threading
+
+    path = str(tmp_path / "threads.h5")
+    with worldstore.create(path, WorldSpec(1024, 1024, 0, [LayerSpec("A", "resource", "float64")])) as world:
+        array = world["A"].numpy()
+
+        def write(column: int) -> None:
+            for row in range(0, 1024, 3):
+                array[row, column::8] = row + column
+
+        threads = [threading.Thread(target=write, args=(column,)) for column in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        expected = array.copy()
+    rows = np.arange(0, 1024, 3)
+    assert (expected[rows] == rows[:, None] + (np.arange(1024) % 8)[None, :]).all()
+    with worldstore.open(path) as world:
+        np.testing.assert_array_equal(world["A"].numpy(), expected)
+
+
+@needs_blocks
+def test_views_kept_after_close_still_take_writes_that_never_reach_the_file(tmp_path):
+    path = str(tmp_path / "kept.h5")
+    with worldstore.create(path, WorldSpec(512, 512, 0, [LayerSpec("A", "resource")])) as world:
+        kept = world["A"].numpy()
+        kept[0, 0] = 1.0
+    kept[1, 1] = 2.0  # after close: the process's own copy
+    with worldstore.open(path) as world:
+        assert world["A"][0, 0] == 1.0 and world["A"][1, 1] == 0.0
+    assert kept[1, 1] == 2.0
