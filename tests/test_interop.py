@@ -342,6 +342,7 @@ def test_xarray_reads_sparse_layers_as_coo_with_an_nnz_dimension(history_world):
         assert ds["HEAT"].attrs["storage"] == "sparse"
         assert ds["HEAT_coords"].dims == ("HEAT_nnz", "yx") and ds["HEAT_values"].dims == ("HEAT_nnz",)
         assert ds.sizes["HEAT_nnz"] == len(values) > 0 and ds.sizes["yx"] == 2
+        assert "HEAT_nnz" not in ds.coords  # a dimension only (netCDF's marker), not a coordinate of zeros
         assert json.loads(ds["yx"].attrs["names"]) == ["y", "x"]
         np.testing.assert_array_equal(ds["HEAT_coords"].values, coords)
         np.testing.assert_array_equal(ds["HEAT_values"].values, values)

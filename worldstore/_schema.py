@@ -80,6 +80,8 @@ ROOT_STEP = "step"
 ROOT_COMMITTED = "committed_step"
 #: ``[step, committed_step]`` as a dataset too: what SWMR readers can follow.
 CLOCK = "clock"
+#: The NAME netCDF gives a dimension scale that is a dimension only, not a variable (h5netcdf reads it so).
+NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable.         0"
 COMMIT = "commit"
 
 # Per-layer attributes (beyond the CF ones: _FillValue, long_name, units).
@@ -197,7 +199,9 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
         coords_name, values_name, nnz_name = spec.coo_names_of(layer.name)
         nnz = group.create_dataset(nnz_name, shape=(0,), dtype=np.int32, maxshape=(None,),
                                    chunks=(COO_CHUNK,))
-        nnz.make_scale(nnz_name)
+        # A dimension without values (netCDF's own marker for one): xarray shows T_nnz as a dimension of
+        # the COO datasets, not as a coordinate of zeros (its values are never written).
+        nnz.make_scale(NETCDF_DIMENSION_ONLY)
         coords = group.create_dataset(coords_name, shape=(0, 2), dtype=np.int32, maxshape=(None, 2),
                                       chunks=(COO_CHUNK, 2))
         values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),

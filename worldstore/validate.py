@@ -1286,7 +1286,9 @@ class _FileCheck:
             group = f[_schema.LAYERS_GROUP]
             for name, dims in ((coords, [nnz, "yx"]), (values, [nnz])):
                 if isinstance(group.get(name), h5py.Dataset):
-                    found = [list(group[name].dims[a].keys()) for a in range(len(dims))]
+                    # Scale datasets by name (T_nnz's NAME attribute is netCDF's "dimension only" marker).
+                    found = [[scale.name.rsplit("/", 1)[-1] for scale in group[name].dims[a].values()]
+                             for a in range(len(dims))]
                     if found != [[d] for d in dims]:
                         problems.append(f"{group[name].name}: scales {found}, expected {[[d] for d in dims]}")
                     else:
