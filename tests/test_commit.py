@@ -374,3 +374,31 @@ def test_views_kept_after_close_still_take_writes_that_never_reach_the_file(tmp_
     with worldstore.open(path) as world:
         assert world["A"][0, 0] == 1.0 and world["A"][1, 1] == 0.0
     assert kept[1, 1] == 2.0
+
+
+def test_a_snapshot_killed_after_some_cells_never_hands_them_to_the_snapshot_before(tmp_path):
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, spec()) as world:
+        world.deposit("HEAT", [1, 2], [3, 4], 1.0)
+        world.snapshot()
+        before = world.at(0)["HEAT"].coo()
+    code = ("import os, sys, worldstore\n"
+            "from worldstore import history\n"
+            "world = worldstore.open(sys.argv[1], 'r+', swmr=True)\n"
+            "world.deposit('HEAT', [5, 6, 7], [8, 9, 10], 2.0)\n"
+            "world.step()\n"
+            "original = history._append_coo\n"
+            "def dying(group, *args):\n"
+            "    original(group, *args)\n"
+            "    group.file.flush()  # the cells' extent reaches the file (HDF5 may flush it any time)\n"
+            "    os.kill(os.getpid(), 9)\n"
+            "history._append_coo = dying\n"
+            "world.snapshot()\n")
+    proc = run_python(code, path)
+    assert proc.returncode == -9, proc.stderr
+    with worldstore.open(path, "r+") as world:  # the cells of the cut-short snapshot are in the file
+        assert [record["step"] for record in world.history()] == [0]
+        world.snapshot()
+        for step, expected in ((0, before), (1, world["HEAT"].coo())):
+            coords, values = world.at(step)["HEAT"].coo()
+            assert coords.tolist() == expected[0].tolist() and values.tolist() == expected[1].tolist(), step

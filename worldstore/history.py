@@ -159,14 +159,19 @@ def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, index: int, coord
     """Store snapshot ``index`` of temporal layer ``name`` (entries past ``index`` left by an interrupted
     snapshot are overwritten)."""
     coords_name, values_name, start_name = _schema.history_names(spec, name)
+    start = group[start_name]
     # Start on a chunk boundary: the previous snapshot's last chunk is never written again (the gap
     # is never written either, so it takes no space).
     chunk = group[values_name].chunks[0]
     begin = -(-group[values_name].shape[0] // chunk) * chunk
+    if 0 < index < start.shape[0] and int(start[index]) >= int(start[index - 1]):
+        # A writer killed in this snapshot had written where it begins (before any of its cells), and
+        # maybe some cells past it: begin there again. Beginning past those cells would hand them to the
+        # snapshot before, which ends where this one begins.
+        begin = int(start[index])
     end = begin + len(values)
     # Where this snapshot begins is written (and flushed) before its cells: a SWMR reader of the snapshot
     # before, which ends where this one begins, never takes these cells for its own (see read_state).
-    start = group[start_name]
     start.resize((index + 1,))
     start[index] = begin
     group.file.flush()
