@@ -106,3 +106,21 @@ def test_tags_mark_matches_numpy(seed, n, bits, tag):
     finally:
         _native.library = saved
     np.testing.assert_array_equal(compiled, reference)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40000), st.sampled_from([1, 7, 4096]), st.integers(0, 30))
+def test_changed_pages_matches_numpy(seed, n, page, changes):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, n, dtype=np.uint8)
+    b = a.copy()
+    if n:
+        b[rng.integers(0, n, changes)] ^= 1
+    compiled = _native.changed_pages(a, b, page)
+    library, _native.library = _native.library, None
+    try:
+        twin = _native.changed_pages(a, b, page)
+    finally:
+        _native.library = library
+    assert compiled.tolist() == twin.tolist()
+    assert set(compiled.tolist()) == {i // page for i in np.flatnonzero(a != b).tolist()}

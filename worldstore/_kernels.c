@@ -321,3 +321,16 @@ int ws_gather_f32(int64_t channels, const void *const *sources, const int *kinds
     }
     return threads;
 }
+
+/* The pages (of `page` bytes; the last may be short) where a and b differ: their indices into `out`,
+ * returns how many. A commit's search for what changed: memcmp runs at memory speed. */
+int64_t ws_changed_pages(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t page, int64_t *out)
+{
+    int64_t count = 0;
+    for (int64_t start = 0, index = 0; start < nbytes; start += page, index++) {
+        int64_t length = nbytes - start < page ? nbytes - start : page;
+        if (memcmp(a + start, b + start, (size_t)length) != 0)
+            out[count++] = index;
+    }
+    return count;
+}

@@ -43,6 +43,8 @@ def _load() -> ctypes.CDLL | None:
         library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
         library.ws_decay_f64.restype = i64
         library.ws_decay_f64.argtypes = [ptr, i64, ctypes.c_double, ctypes.c_double]
+        library.ws_changed_pages.restype = i64
+        library.ws_changed_pages.argtypes = [ptr, ptr, i64, i64, ptr]
         library.ws_cow_register.restype = i64
         library.ws_cow_register.argtypes = [ptr, i64, ctypes.c_int, i64, ptr]
         library.ws_cow_blocks.restype = i64
@@ -221,3 +223,16 @@ def gather_f32(sources: list[tuple[int, np.ndarray, float]], positions: np.ndarr
     library.ws_gather_f32(count, pointers, kinds, itemsizes, strides, pads, height, width,
                           None if index is None else _ptr(index), _ptr(positions), len(positions), radius,
                           _ptr(out), out.strides[0] // 4 if out.ndim == 4 and len(out) else 0, offsets, workers)
+
+
+def changed_pages(a: np.ndarray, b: np.ndarray, page: int) -> np.ndarray:
+    """Indices of the ``page``-byte pages (the last may be short) where flat uint8 arrays ``a`` and ``b`` differ."""
+    if library is not None:
+        out = np.empty(-(-len(a) // page), dtype=np.int64)
+        count = library.ws_changed_pages(_ptr(a), _ptr(b), len(a), page, _ptr(out))
+        return out[:count]
+    whole = len(a) // page * page
+    pages = np.flatnonzero((a[:whole].reshape(-1, page) != b[:whole].reshape(-1, page)).any(axis=1))
+    if whole < len(a) and (a[whole:] != b[whole:]).any():
+        pages = np.append(pages, whole // page)
+    return pages

@@ -174,13 +174,9 @@ class MappedStorage:
                 if lo >= hi:
                     continue
                 first, end = lo // PAGE, -(-hi // PAGE)
-                a, b = mine[first * PAGE:min(end * PAGE, nbytes)], theirs[first * PAGE:min(end * PAGE, nbytes)]
-                whole = len(a) // PAGE * PAGE
-                differs = np.flatnonzero((a[:whole].reshape(-1, PAGE) != b[:whole].reshape(-1, PAGE)).any(axis=1))
-                if whole < len(a) and (a[whole:] != b[whole:]).any():
-                    differs = np.append(differs, whole // PAGE)
-                pages.append(differs + first)
-            a = b = theirs = None  # noqa: F841 - no view of the mapping may outlive it
+                span = slice(first * PAGE, min(end * PAGE, nbytes))
+                pages.append(_native.changed_pages(mine[span], theirs[span], PAGE) + first)
+            theirs = None  # no view of the mapping may outlive it
         finally:
             view.close()
         return [PageSet.gather(self._offset, mine, np.unique(np.concatenate(pages)) if pages else

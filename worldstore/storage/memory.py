@@ -7,14 +7,14 @@ be mapped (chunked or compressed by another tool such as h5repack).
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import h5py
 import numpy as np
 
+from .. import _native
 from .pages import PAGE, PageSet
-
-_COMPARE = 16 << 20  # bytes of the file read at a time while looking for changed pages
 
 
 class MemoryStorage:
@@ -52,20 +52,17 @@ class MemoryStorage:
         if self._fd is None or self._offset is None:
             return None
         region = self._data.reshape(-1).view(np.uint8)
-        changed = []
-        for start in range(0, len(region), _COMPARE):
-            mine = region[start:start + _COMPARE]
-            theirs = np.frombuffer(os.pread(self._fd, len(mine), self._offset + start), np.uint8)
-            if len(theirs) != len(mine):  # the file is shorter than it was at open: write it all
-                changed.append(np.arange(start // PAGE, -(-len(region) // PAGE)))
-                break
-            whole = len(mine) // PAGE * PAGE
-            differs = (mine[:whole].reshape(-1, PAGE) != theirs[:whole].reshape(-1, PAGE)).any(axis=1)
-            pages = np.flatnonzero(differs)
-            if whole < len(mine) and (mine[whole:] != theirs[whole:]).any():
-                pages = np.append(pages, whole // PAGE)
-            changed.append(pages + start // PAGE)
-        return [PageSet.gather(self._offset, region, np.concatenate(changed))]
+        if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
+            return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
+        start = self._offset - self._offset % mmap.ALLOCATIONGRANULARITY
+        view = mmap.mmap(self._fd, self._offset - start + len(region), access=mmap.ACCESS_READ, offset=start)
+        try:
+            theirs = np.frombuffer(view, np.uint8, len(region), self._offset - start)
+            pages = _native.changed_pages(region, theirs, PAGE)
+            theirs = None  # no view of the mapping may outlive it
+        finally:
+            view.close()
+        return [PageSet.gather(self._offset, region, pages)]
 
     def drop_private(self) -> None:
         pass
