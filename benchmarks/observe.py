@@ -180,8 +180,10 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
             result.append(timed(lambda: func(positions))[0])
         return statistics.median(result)
 
-    methods["compiled"] = median_of(lambda p: compiled(arrays, p, radius, out, _native.threads), inner_rounds, agents)
-    methods["compiled_1_thread"] = median_of(lambda p: compiled(arrays, p, radius, out, 1), inner_rounds, agents)
+    if _native.library is not None:  # built without a compiler (or WORLDSTORE_NATIVE=0): no kernel to time
+        methods["compiled"] = median_of(lambda p: compiled(arrays, p, radius, out, _native.threads), inner_rounds,
+                                        agents)
+        methods["compiled_1_thread"] = median_of(lambda p: compiled(arrays, p, radius, out, 1), inner_rounds, agents)
     methods["strided_numpy"] = median_of(lambda p: strided(arrays, p, radius, out), inner_rounds, agents)
     gather_torch(arrays, positions_for(rng, shape, 1, radius), radius, out[:1])  # torch's first call sets up
     methods["torch"] = median_of(lambda p: gather_torch(arrays, p, radius, out), inner_rounds, agents)
