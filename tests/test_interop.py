@@ -373,6 +373,8 @@ def test_xarray_labels_history_by_step(history_world):
         # written and read as (0, 0) = 0).
         starts = ds["HEAT_start"].values
         assert ds["HEAT_start"].dims == ("step",)
+        assert ds["HEAT_coords"].dims == ("HEAT_row", "yx") and ds["HEAT_values"].dims == ("HEAT_row",)
+        assert "HEAT_row" not in ds.coords  # a dimension only, never written
         coords, values = ds["HEAT_coords"].values, ds["HEAT_values"].values
         bounds = np.append(starts, len(values))
         for i, (step, state) in enumerate(snapshots):

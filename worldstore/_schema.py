@@ -32,7 +32,7 @@ cannot take snapshots)::
     /history/<L>           layer L's state at each snapshot, (snapshots, *shape),
                            chunked (one snapshot, 512 x 512 cells per chunk),
                            gzip + shuffle
-    /history/<T>_coords, <T>_values, <T>_start
+    /history/<T>_coords, <T>_values, <T>_start, <T>_row
                            a temporal layer T at each snapshot as COO: every
                            snapshot's cells appended, ``start[i]`` where
                            snapshot i's begin; each snapshot starts on a chunk
@@ -274,6 +274,11 @@ def history_names(spec: WorldSpec, name: str) -> tuple[str, ...]:
     return (name,)
 
 
+def history_row_name(name: str) -> str:
+    """The dimension of the rows of temporal layer ``name``'s COO history (files before it lack it)."""
+    return f"{name}_row"
+
+
 def history_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     """One snapshot per chunk, tiles of the last two axes, one along any others."""
     tile = tuple(min(HISTORY_TILE, extent) for extent in shape[-2:])
@@ -299,6 +304,9 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -
     when.attrs["long_name"] = "wall-clock time of the snapshot"
     when.attrs["units"] = "seconds since 1970-01-01 00:00:00 UTC"
     when.dims[0].attach_scale(step)
+    if any(layer.grid_class == "temporal" for layer in spec.layers):
+        scales["yx"] = _scale(group, "yx", np.arange(2, dtype=np.int32), long_name="coordinate axis",
+                              names=json.dumps(["y", "x"]))
     for layer in spec.layers:
         if layer.grid_class == "temporal":
             coords_name, values_name, start_name = history_names(spec, layer.name)
@@ -306,6 +314,14 @@ def write_history_skeleton(f: h5py.File, spec: WorldSpec, codec: str = "gzip") -
                                           chunks=(COO_CHUNK, 2), **filters)
             values = group.create_dataset(values_name, shape=(0,), dtype=layer.np_dtype, maxshape=(None,),
                                           chunks=(COO_CHUNK,), **filters)
+            # The rows' dimension (netCDF's "dimension only" marker: never written, it takes no space),
+            # so xarray labels coords (T_row, yx) and values (T_row,).
+            rows = group.create_dataset(history_row_name(layer.name), shape=(0,), dtype=np.int8, maxshape=(None,),
+                                        chunks=(COO_CHUNK,))
+            rows.make_scale(NETCDF_DIMENSION_ONLY)
+            for dset in (coords, values):
+                dset.dims[0].attach_scale(rows)
+            coords.dims[1].attach_scale(scales["yx"])
             start = group.create_dataset(start_name, shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(1,))
             start.dims[0].attach_scale(step)
             coords.attrs["long_name"] = f"(y, x) of the non-zero cells of {layer.name}, snapshot after snapshot"

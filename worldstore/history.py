@@ -177,6 +177,9 @@ def _append_coo(group: h5py.Group, spec: WorldSpec, name: str, index: int, coord
     group.file.flush()
     group[coords_name].resize((end, 2))
     group[values_name].resize((end,))
+    rows = group.get(_schema.history_row_name(name))
+    if rows is not None:  # the rows' dimension follows them (files before it have none)
+        rows.resize((end,))
     if len(values):
         group[coords_name][begin:end] = np.asarray(coords, dtype=np.int32)
         group[values_name][begin:end] = values
