@@ -402,3 +402,18 @@ def test_a_snapshot_killed_after_some_cells_never_hands_them_to_the_snapshot_bef
         for step, expected in ((0, before), (1, world["HEAT"].coo())):
             coords, values = world.at(step)["HEAT"].coo()
             assert coords.tolist() == expected[0].tolist() and values.tolist() == expected[1].tolist(), step
+
+
+@needs_blocks
+def test_a_layer_the_block_copier_cannot_take_is_mapped_private(tmp_path, monkeypatch):
+    # Out of regions (or mprotect refused): the layer falls back to the kernel's 4 KiB copies.
+    monkeypatch.setattr(worldstore._native.library, "ws_cow_register", lambda *args: -1)
+    path = str(tmp_path / "fallback.h5")
+    with worldstore.create(path, WorldSpec(256, 256, 0, [LayerSpec("A", "resource")])) as world:
+        assert world._storages["A"]._cow_id is None
+        world["A"][3, 4] = 5.0
+        world.commit()
+        assert world._storages["A"]._written.size == 0  # its private pages were dropped at the commit
+        world["A"][3, 5] = 6.0  # committed by close()
+    with worldstore.open(path) as world:
+        assert world["A"][3, 4] == 5.0 and world["A"][3, 5] == 6.0

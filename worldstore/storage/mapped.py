@@ -89,33 +89,41 @@ class MappedStorage:
         self._dtype = np.dtype(dtype)
         self._count = math.prod(shape)
         self._writable = writable
-        nbytes = self._count * self._dtype.itemsize
         # A writer copies written blocks of 2 MiB itself (worldstore/_cow.c), so they stay huge pages, for
         # 2-D grids (where random access over the whole grid is the rule). Agent layers (a plane per agent,
         # each written in small windows) and worlds without the compiled library: the kernel copies 4 KiB
         # pages (MAP_PRIVATE), so memory follows the windows written. Readers map the file read-only.
         self._cow_id: int | None = None
-        blocks = writable and _native.library is not None and len(shape) == 2
-        access = (mmap.ACCESS_WRITE if blocks else mmap.ACCESS_COPY) if writable else mmap.ACCESS_READ
-        self._map, delta = _map(fd, offset, nbytes, access)
-        _prefer_huge_pages(self._map)
-        self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(shape)
         self._private: np.ndarray | None = None
+        self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
+        if writable and _native.library is not None and len(shape) == 2:
+            self._mapping(mmap.ACCESS_WRITE)
+            if self._start_blocks():
+                return
+        self._mapping(mmap.ACCESS_COPY if writable else mmap.ACCESS_READ)
+
+    def _mapping(self, access: int) -> None:
+        nbytes = self._count * self._dtype.itemsize
+        self._map, delta = _map(self._fd, self._offset, nbytes, access)
+        _prefer_huge_pages(self._map)
+        self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(self._shape)
         # The mapping's first byte, and where the layer's bytes lie in it.
         self._address = self._array.__array_interface__["data"][0] - delta
         self._begin, self._end = delta, delta + nbytes
-        self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
-        if blocks:
-            self._start_blocks(offset - delta)
 
-    def _start_blocks(self, map_offset: int) -> None:
+    def _start_blocks(self) -> bool:
+        """Hand the (shared, writable) mapping to the block copier; False if it could not take it."""
         library = _native.library
         self._dirty = np.zeros(library.ws_cow_blocks(self._address, len(self._map)), dtype=np.uint8)
-        cow_id = library.ws_cow_register(self._address, len(self._map), self._fd, map_offset, self._dirty.ctypes.data)
-        if cow_id < 0:
-            raise OSError(ctypes.get_errno(), "cannot set up copy-on-write of a mapped layer")
+        cow_id = library.ws_cow_register(self._address, len(self._map), self._fd, self._offset - self._begin,
+                                         self._dirty.ctypes.data)
+        if cow_id < 0:  # no room for another region, or mprotect refused: map it MAP_PRIVATE instead
+            self._array = None  # type: ignore[assignment]
+            self._map.close()  # writable and shared: nothing may be written through it
+            return False
         self._cow_id = cow_id
         _REGISTERED[cow_id] = self._dirty  # alive as long as the registration
+        return True
 
     @property
     def array(self) -> np.ndarray:
