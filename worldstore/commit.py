@@ -1,21 +1,22 @@
 """Commits: what a writer changed reaches the file whole or not at all, and readers never see half of one.
 
-The writer maps its layers copy-on-write (``MAP_PRIVATE``): a page it writes
-becomes its own until committed, and the file keeps the last committed state
-all along. :func:`commit` then
+A writer's layers keep the file at the last commit: 2-D layers are copied
+into the process 2 MiB block by block on first write (``worldstore/_cow.c``),
+agent layers page by page by the kernel (``MAP_PRIVATE``); in-RAM and sparse
+layers are the process's own memory anyway. :func:`commit` then
 
-1. collects the changes: the pages of mapped layers this process wrote (the
-   kernel's ``/proc/self/pagemap`` says which pages are private copies), the
-   pages of in-RAM layers that differ from the file, every sparse layer's
-   cells, the step and each temporal layer's form;
-2. writes them to the journal ``PATH-journal``, ending with a CRC-32, and
-   (``durable``) fsyncs it;
+1. collects the changes: the pages of copied blocks that differ from the file
+   (or, for ``MAP_PRIVATE`` mappings, the pages ``/proc/self/pagemap`` shows as
+   private copies), the pages of in-RAM layers that differ from the file, the
+   cells of sparse layers that changed, the step and each temporal layer's form;
+2. reserves the room the COO datasets may need, then writes everything to the
+   journal ``PATH-journal``, ending with a CRC-32, and (``durable``) fsyncs it;
 3. makes the sequence number of ``/commit`` odd (a commit is being applied),
    writes the pages into the file, the COO datasets, the clock, flushes HDF5
    and (``durable``) fsyncs the file;
 4. makes the sequence even again beside the committed step, removes the
-   journal, and drops the private pages (they read the file again, which now
-   holds the same bytes).
+   journal, and lets the copies go (they read the file again, which now holds
+   the same bytes).
 
 A writer killed before the journal is whole leaves the file at the previous
 commit (what it wrote since lived only in its memory): the partial journal is
@@ -24,7 +25,9 @@ open (:func:`replay`; writing the same bytes twice is harmless).
 
 Readers read the sequence number, read, and read it again
 (:func:`consistent`): a changed or odd number means a commit was being
-applied, and they read again. The writer never waits for readers.
+applied, and they read again. A reader whose read keeps being spoiled takes a
+shared lock the writer takes while applying, so the writer waits for that one
+read; otherwise the writer never waits for readers.
 """
 
 from __future__ import annotations
