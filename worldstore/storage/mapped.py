@@ -7,12 +7,21 @@ overhead makes slicing ~2.7x slower): reads and writes cost what in-RAM numpy
 costs once pages are resident, and pages only read are page cache, not
 anonymous memory, so a process's RSS follows what it touches.
 
-Readers map ``MAP_SHARED`` read-only and see each commit as it lands. The
-writer maps copy-on-write (``MAP_PRIVATE``): a page it writes becomes its own
-copy, the file keeps the committed bytes, and :meth:`MappedStorage.patches`
-finds the written pages (``/proc/self/pagemap``: present and no longer the
-file's page) for the commit to journal and write (see ``worldstore.commit``);
-:meth:`MappedStorage.drop_private` then lets them read the file again.
+Readers map ``MAP_SHARED`` read-only and see each commit as it lands. A
+writer keeps the file at the last commit by copying what it writes:
+
+- 2-D layers are mapped shared but read-only and handed to the block copier
+  (``worldstore/_cow.c``): the first write into a 2 MiB block copies it into
+  anonymous memory on huge pages. :meth:`MappedStorage.patches` compares the
+  copied blocks with the file to find the changed pages.
+- Agent layers (and every layer where the compiled library is missing, or
+  the copier has no room) are mapped copy-on-write (``MAP_PRIVATE``): the
+  kernel copies 4 KiB pages, found through ``/proc/self/pagemap`` (present and
+  no longer the file's page).
+
+The commit journals and writes those pages (see ``worldstore.commit``);
+:meth:`MappedStorage.drop_private` then lets the copies go, and they read the
+file again.
 """
 
 from __future__ import annotations
