@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import every_class_spec, held_open, run_python
+from test_history import advance
 
 import worldstore
 from worldstore import (
@@ -34,32 +35,14 @@ def spec_with_sparse_heat() -> WorldSpec:
     return every_class_spec().with_storage({"HEAT": "sparse"})
 
 
-def advance(world: worldstore.World, rng: np.random.Generator) -> None:
-    """One step that writes every class of layer."""
-    height, width = world.shape
-    for name, layer in world.layers.items():
-        if layer.grid_class == "temporal":
-            world.deposit(name, rng.integers(0, height, 8), rng.integers(0, width, 8), rng.uniform(0.5, 3, 8))
-            continue
-        where = tuple(rng.integers(0, extent, 12) for extent in layer.shape)
-        if layer.dtype == bool:
-            world[name][where] = rng.random(12) < 0.5
-        elif layer.dtype.kind in "iu":
-            world[name][where] = rng.integers(0, 100, 12).astype(layer.dtype)
-        else:
-            world[name][where] = rng.uniform(-4, 4, 12).astype(layer.dtype)
-    world.step()
-
-
 def build(path, seed: int, snapshots: int = SNAPSHOTS, spec: WorldSpec | None = None) -> list[dict[str, np.ndarray]]:
     """A world with ``snapshots`` snapshots, one step apart; returns each snapshot's live state (numpy copies)."""
-    rng = np.random.default_rng(seed)
     states = []
     with worldstore.create(path, spec or spec_with_sparse_heat()) as world:
         for index in range(snapshots):
             if index == 0 and "HEAT" in world:  # cell (0, 0) held in a snapshot that is not the last one
                 world.deposit("HEAT", [0], [0], 40.0)
-            advance(world, rng)
+            advance(world, seed * 1000 + index)
             world.snapshot()
             states.append({name: np.array(world[name].numpy(), copy=True) for name in world})
     return states

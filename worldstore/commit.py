@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
-from . import _schema
+from . import _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError
 from .storage.pages import PageSet
 
@@ -58,10 +58,9 @@ _DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not a
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
 #: Room reserved beyond the data itself (chunk indexes, metadata HDF5 writes at a flush).
 _SLACK = 1 << 20
-#: A reader whose read a commit spoiled this many times in a row asks the writer to wait for it (the byte
-#: after the writer's own lock: the writer holds it while it applies a commit, a starved reader while it reads).
+#: A reader whose read a commit spoiled this many times in a row asks the writer to wait for it
+#: (``recovery.APPLY_BYTE``: the writer holds it while it applies a commit, a starved reader while it reads).
 _PATIENCE = 4
-_APPLY_BYTE = (1 << 62) + 1
 #: A reader that finds a commit in progress for this long checks whether the writer is still alive.
 _STALL_S = 2.0
 
@@ -90,9 +89,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
     anything is written. (Call after an HDF5 flush: the end is read from the
     superblock on disk.)
     """
-    from .recovery import end_of_allocation
-
-    end = end_of_allocation(world._path) + nbytes
+    end = recovery.end_of_allocation(world._path) + nbytes
     size = os.fstat(world._fd).st_size
     if end <= size:
         return
@@ -108,9 +105,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
 
 def release(world: "World") -> None:
     """Give back what :func:`reserve` reserved and HDF5 did not use (after an HDF5 flush)."""
-    from .recovery import end_of_allocation
-
-    end = end_of_allocation(world._path)
+    end = recovery.end_of_allocation(world._path)
     if os.fstat(world._fd).st_size > end:
         os.ftruncate(world._fd, end)
 
@@ -275,9 +270,7 @@ def write_sequence(fd: int, offset: int, sequence: int, step: int) -> None:
 
 def _apply_lock(fd: int, lock_type: int) -> None:
     """Take (waiting) or drop the lock on the byte that marks a commit being applied."""
-    from .recovery import range_lock
-
-    range_lock(fd, _APPLY_BYTE, lock_type, wait=True)
+    recovery.range_lock(fd, recovery.APPLY_BYTE, lock_type, wait=True)
 
 
 def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
@@ -315,12 +308,14 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
         waited += pause
         pause = min(pause * 2, 0.01)
         if waited > _STALL_S:
-            from .recovery import writer_alive
-
-            if not writer_alive(path):
-                raise WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world "
-                                       "with mode='r+' or run `worldstore recover` to finish it")
+            if not recovery.writer_alive(path):
+                raise _interrupted(path)
             waited = 0.0
+
+
+def _interrupted(path: str) -> WorldLockedError:
+    return WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world with "
+                            "mode='r+' or run `worldstore recover` to finish it")
 
 
 def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T]) -> tuple[int, T]:
@@ -329,8 +324,7 @@ def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T])
     try:
         sequence, step = read_sequence(fd, offset)
         if sequence % 2:  # no live writer applies while we hold the lock: one died applying
-            raise WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world with "
-                                   "mode='r+' or run `worldstore recover` to finish it")
+            raise _interrupted(path)
         return step, read()
     finally:
         _apply_lock(fd, fcntl.F_UNLCK)

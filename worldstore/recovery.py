@@ -108,19 +108,21 @@ def end_of_allocation(path: str | os.PathLike) -> int:
 #: The byte (far past any file's end) a worldstore writer keeps a write lock on while it lives.
 #: HDF5's own lock (``flock``) is dropped once a writer enters SWMR mode, so it cannot say that.
 _WRITER_BYTE = 1 << 62
+#: The byte after it: the writer holds it while it applies a commit, a starved reader while it reads
+#: (see ``worldstore.commit``).
+APPLY_BYTE = _WRITER_BYTE + 1
+#: struct flock on Linux x86-64 / arm64: l_type, l_whence, l_start, l_len, l_pid (+ padding).
+_FLOCK = "hhqqi4x"
 
 
-def _writer_lock(lock_type: int) -> bytes:
-    # struct flock on Linux x86-64 / arm64: l_type, l_whence, l_start, l_len, l_pid (+ padding).
-    return struct.pack("hhqqi4x", lock_type, os.SEEK_SET, _WRITER_BYTE, 1, 0)
+def _one_byte(lock_type: int, byte: int) -> bytes:
+    return struct.pack(_FLOCK, lock_type, os.SEEK_SET, byte, 1, 0)
 
 
 def range_lock(fd: int, byte: int, lock_type: int, wait: bool = False) -> None:
     """An open-file-description lock (``F_OFD_SETLK[W]``) on one byte; a no-op where the system has none."""
-    if not hasattr(fcntl, "F_OFD_SETLK"):
-        return
-    struct_flock = struct.pack("hhqqi4x", lock_type, os.SEEK_SET, byte, 1, 0)
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, struct_flock)
+    if hasattr(fcntl, "F_OFD_SETLK"):
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _one_byte(lock_type, byte))
 
 
 def hold_writer_lock(fd: int, path: str) -> None:
@@ -144,10 +146,10 @@ def writer_alive(path: str | os.PathLike) -> bool:
         return False
     fd = os.open(os.fspath(path), os.O_RDONLY)
     try:
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _writer_lock(fcntl.F_WRLCK))
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK, _WRITER_BYTE))
     finally:
         os.close(fd)
-    return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
 
 
 def in_use(path: str | os.PathLike) -> bool:

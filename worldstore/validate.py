@@ -56,7 +56,7 @@ from . import _schema
 from ._version import __version__
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
 from .spec import GRID_CLASSES, LayerSpec, WorldSpec, parse_size
-from .commit import journal_path
+from .commit import journal_path, read_journal
 from .world import check_path
 
 #: The report's schema name; new keys may be added, existing keys keep their meaning.
@@ -1630,10 +1630,6 @@ class _FileCheck:
 
 
 def _journal_whole(path: str) -> bool | None:
-    try:
-        from .commit import read_journal
-    except ImportError:
-        return None
     try:
         return read_journal(path) is not None
     except Exception:  # noqa: BLE001 - a journal that cannot be read is reported as such

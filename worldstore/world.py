@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _schema, temporal
+from . import _schema, recovery, temporal
 from . import commit as _commit
 from .errors import (DepositError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
                      WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError)
@@ -604,7 +604,7 @@ def _write_new_file(path: str, spec: WorldSpec, write_fill: bool, history_codec:
                     if write_fill or layer.fill_value != 0:
                         _write_fill(fd, group[layer.name], layer.fill_value)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                if _commit.is_disk_full(exc):
                     raise DiskFullError(exc.errno, f"cannot reserve {size} bytes for the world: "
                                         f"{os.strerror(exc.errno)}", path) from exc
                 raise
@@ -726,8 +726,6 @@ def _refresh_committed(h5file: h5py.File) -> None:
 
 def _finish_commit(path: str) -> None:
     """Replay or discard the journal of a commit its writer did not finish (no live process holds the file)."""
-    from . import recovery
-
     if not os.path.exists(_commit.journal_path(path)) or not os.access(path, os.W_OK) or recovery.in_use(path):
         return
     recovery.clear_status_flags(path)
@@ -741,8 +739,6 @@ def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
     except OSError as exc:
         if "already open for write" not in str(exc).lower() or not os.access(path, os.W_OK):
             raise
-        from . import recovery
-
         if recovery.in_use(path):  # a live writer: HDF5's error stands
             raise
         recovery.clear_status_flags(path)  # flags left by a writer that was killed
@@ -769,9 +765,7 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     storages: dict[str, LayerStorage] = {}
     try:
         if writable:
-            from .recovery import hold_writer_lock
-
-            hold_writer_lock(fd, path)
+            recovery.hold_writer_lock(fd, path)
         file_size = os.fstat(fd).st_size
         group = h5file[_schema.LAYERS_GROUP]
         for layer in spec.layers:

@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 from .. import _native
-from .pages import PAGE, PageSet, runs
+from .pages import PAGE, PageSet, file_region, map_region, runs
 
 #: The blocks a writer copies on first write (worldstore/_cow.c): 2 MiB, a huge page.
 _BLOCK = 2 << 20
@@ -65,12 +65,6 @@ def private_pages(address: int, nbytes: int) -> np.ndarray | None:
         return None
     own = ((entries & _PRESENT) != 0) & ((entries & _FILE_PAGE) == 0)
     return np.flatnonzero(own | ((entries & _SWAPPED) != 0))
-
-
-def _map(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
-    """Map ``nbytes`` at ``offset``; mmap offsets must be granularity-aligned."""
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    return mmap.mmap(fd, offset - start + nbytes, access=access, offset=start), offset - start
 
 
 def _prefer_huge_pages(mapping: mmap.mmap) -> None:
@@ -113,7 +107,7 @@ class MappedStorage:
 
     def _mapping(self, access: int) -> None:
         nbytes = self._count * self._dtype.itemsize
-        self._map, delta = _map(self._fd, self._offset, nbytes, access)
+        self._map, delta = map_region(self._fd, self._offset, nbytes, access)
         _prefer_huge_pages(self._map)
         self._array = np.frombuffer(self._map, self._dtype, self._count, delta).reshape(self._shape)
         # The mapping's first byte, and where the layer's bytes lie in it.
@@ -145,7 +139,7 @@ class MappedStorage:
             # MAP_PRIVATE: untouched pages still show the file; written pages
             # become this process's own copies, so a tensor over a read-only
             # world can be written without a fault and without changing the file.
-            private, delta = _map(self._fd, self._offset, self._count * self._dtype.itemsize,
+            private, delta = map_region(self._fd, self._offset, self._count * self._dtype.itemsize,
                                   mmap.ACCESS_COPY)
             _prefer_huge_pages(private)
             self._private = np.frombuffer(private, self._dtype, self._count, delta).reshape(self._shape)
@@ -180,22 +174,17 @@ class MappedStorage:
             return []
         nbytes = self._end - self._begin
         mine = self._array.reshape(-1).view(np.uint8)
-        view = mmap.mmap(self._fd, len(self._map), access=mmap.ACCESS_READ, offset=self._offset - self._begin)
-        try:
-            theirs = np.frombuffer(view, np.uint8, nbytes, self._begin)
-            skew = self._address % _BLOCK  # where the mapping starts within its first block
-            pages = []
-            for block in blocks.tolist():
-                lo = max(block * _BLOCK - skew - self._begin, 0)  # the block's bytes, from the layer's first
-                hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
-                if lo >= hi:
-                    continue
-                first, end = lo // PAGE, -(-hi // PAGE)
-                span = slice(first * PAGE, min(end * PAGE, nbytes))
-                pages.append(_native.changed_pages(mine[span], theirs[span], PAGE) + first)
-            theirs = None  # no view of the mapping may outlive it
-        finally:
-            view.close()
+        theirs = file_region(self._fd, self._offset, nbytes, mmap.ACCESS_READ)
+        skew = self._address % _BLOCK  # where the mapping starts within its first block
+        pages = []
+        for block in blocks.tolist():
+            lo = max(block * _BLOCK - skew - self._begin, 0)  # the block's bytes, from the layer's first
+            hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
+            if lo >= hi:
+                continue
+            first, end = lo // PAGE, -(-hi // PAGE)
+            span = slice(first * PAGE, min(end * PAGE, nbytes))
+            pages.append(_native.changed_pages(mine[span], theirs[span], PAGE) + first)
         return [PageSet.gather(self._offset, mine, np.unique(np.concatenate(pages)) if pages else
                                np.empty(0, np.int64))]
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from .. import _native
-from .pages import PAGE, PageSet
+from .pages import PAGE, PageSet, file_region
 
 
 class MemoryStorage:
@@ -54,15 +54,8 @@ class MemoryStorage:
         region = self._data.reshape(-1).view(np.uint8)
         if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
             return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
-        start = self._offset - self._offset % mmap.ALLOCATIONGRANULARITY
-        view = mmap.mmap(self._fd, self._offset - start + len(region), access=mmap.ACCESS_READ, offset=start)
-        try:
-            theirs = np.frombuffer(view, np.uint8, len(region), self._offset - start)
-            pages = _native.changed_pages(region, theirs, PAGE)
-            theirs = None  # no view of the mapping may outlive it
-        finally:
-            view.close()
-        return [PageSet.gather(self._offset, region, pages)]
+        theirs = file_region(self._fd, self._offset, len(region), mmap.ACCESS_READ)
+        return [PageSet.gather(self._offset, region, _native.changed_pages(region, theirs, PAGE))]
 
     def drop_private(self) -> None:
         pass

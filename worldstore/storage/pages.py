@@ -47,16 +47,22 @@ class PageSet:
 
     def write_into(self, fd: int) -> None:
         """Write the pages into the file behind ``fd``, through a temporary shared mapping of the region."""
-        if not len(self.pages):
-            return
-        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
-        mapping = mmap.mmap(fd, self.offset - start + self.nbytes, access=mmap.ACCESS_WRITE, offset=start)
-        try:
-            region = np.frombuffer(mapping, np.uint8, self.nbytes, self.offset - start)
-            self.scatter(region)
-            del region
-        finally:
-            mapping.close()
+        if len(self.pages):
+            self.scatter(file_region(fd, self.offset, self.nbytes, mmap.ACCESS_WRITE))
+
+
+def map_region(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
+    """Map ``nbytes`` of the file at ``offset``: ``(mapping, where they begin in it)`` (mmap offsets must be
+    granularity-aligned)."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    return mmap.mmap(fd, offset - start + nbytes, access=access, offset=start), offset - start
+
+
+def file_region(fd: int, offset: int, nbytes: int, access: int) -> np.ndarray:
+    """The file's bytes ``[offset, offset + nbytes)`` as a flat uint8 array over a mapping of their own,
+    unmapped when the array goes."""
+    mapping, delta = map_region(fd, offset, nbytes, access)
+    return np.frombuffer(mapping, np.uint8, nbytes, delta)
 
 
 def _split(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
