@@ -16,10 +16,15 @@ first. Figures:
 
 - mapped / memory: the median of the per-round ratios (target <= 1.05);
 - gather throughput: batch bytes / median time of the memory world, as a
-  fraction of single-thread memcpy bandwidth (``np.copyto`` of 256 MiB, best
-  of five, measured in the same run; target >= 0.5). The gather splits the
-  agents over the process's CPUs (``WORLDSTORE_THREADS``); the one-thread
-  figure is shown too;
+  fraction of single-thread memcpy bandwidth (``np.copyto`` of 256 MiB,
+  five copies just before and five just after the case's observe rounds,
+  median; target >= 0.5). The machine's memory bus is shared and its speed
+  drifts, so the copy is measured next to the gather, not once at the start
+  of the run. The best round against the best copy is shown too, and the
+  CPU time the hypervisor took from this virtual machine during the rounds
+  (steal, from /proc/stat) where there was any. The gather splits the agents over
+  the process's CPUs (``WORLDSTORE_THREADS``); the one-thread figure is shown
+  too;
 - the methods, on the memory world's arrays and positions whose windows lie
   inside the world (so every method does the same work): the compiled kernel
   (what observe uses), numpy over a strided window view (observe's fallback),
@@ -70,7 +75,7 @@ CHANNELS = tuple(f"C{i}" for i in range(8))
 MAPPED_TARGET = 1.05
 BANDWIDTH_TARGET = 0.5
 
-FULL = {"shape": (8192, 8192), "cases": [(1024, 16), (256, 64)], "rounds": 7, "slow_agents": 64}
+FULL = {"shape": (8192, 8192), "cases": [(1024, 16), (256, 64)], "rounds": 15, "slow_agents": 64}
 QUICK = {"shape": (1024, 1024), "cases": [(128, 16), (32, 64)], "rounds": 3, "slow_agents": 16}
 
 
@@ -97,12 +102,42 @@ def positions_for(rng: np.random.Generator, shape: tuple[int, int], count: int, 
                      rng.integers(margin, shape[1] - margin, count)], axis=1).astype(np.int64)
 
 
-def memcpy_bandwidth() -> float:
-    """Single-thread np.copyto of 256 MiB (both buffers touched first): bytes copied per second, best of 5."""
-    source = np.ones(64 << 20, dtype=np.float32)
-    target = np.zeros_like(source)
-    best = min(timed(lambda: np.copyto(target, source))[0] for _ in range(5))
-    return source.nbytes / best
+class Memcpy:
+    """Single-thread ``np.copyto`` of 256 MiB (both buffers touched first), timed around the gathers.
+
+    The memory bus of a shared machine is not equally fast all the time (on
+    this project's machine random reads slow down by up to 1.5x for seconds
+    at a time, while streaming copies barely change), so each case times five
+    copies just before its observe rounds and five just after, and compares
+    the gather with the median of those ten. Not between rounds: a 13 ms copy
+    on one CPU leaves the other idle and evicts the caches, and the gather
+    after it measured up to 1.4x slower than in a steady observe loop.
+    """
+
+    def __init__(self, quick: bool):
+        self.source = np.ones((16 if quick else 64) << 20, dtype=np.float32)
+        self.target = np.zeros_like(self.source)
+        self.samples: list[float] = []
+        self.sample(3)  # page faults and first touches
+        self.samples.clear()
+
+    def sample(self, count: int = 5) -> None:
+        """Time ``count`` copies (bytes copied per second each)."""
+        for _ in range(count):
+            self.samples.append(self.source.nbytes / timed(lambda: np.copyto(self.target, self.source))[0])
+
+    def since(self, first: int) -> list[float]:
+        return self.samples[first:]
+
+
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # -- methods (memory world arrays, windows inside the world) ---------------------------------
@@ -149,7 +184,7 @@ def strided(arrays: list[np.ndarray], positions: np.ndarray, radius: int, out: n
 
 # -- one case ----------------------------------------------------------------------------------
 def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int, radius: int, rounds: int,
-             slow_agents: int, bandwidth: float, seed: int, progress) -> dict[str, Any]:
+             slow_agents: int, memcpy: Memcpy, seed: int, progress) -> dict[str, Any]:
     shape = worlds["memory"].shape
     side = 2 * radius + 1
     rng = np.random.default_rng(seed)
@@ -158,6 +193,9 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
     for kind in KINDS:  # warm-up: page faults of the buffers and of first touches
         worlds[kind].observe(positions_for(rng, shape, agents), radius, CHANNELS, out=buffers[kind])
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    first_sample = len(memcpy.samples)
+    memcpy.sample()
+    steal_before = steal_seconds()
     for round_no in range(rounds):
         positions = positions_for(rng, shape, agents)
         order = KINDS if round_no % 2 == 0 else KINDS[::-1]
@@ -165,6 +203,9 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
             times[kind].append(timed(lambda k=kind: worlds[k].observe(positions, radius, CHANNELS,
                                                                        out=buffers[k]))[0])
         np.testing.assert_array_equal(buffers["mapped"], buffers["memory"])
+    steal_after = steal_seconds()
+    memcpy.sample()
+    copies = memcpy.since(first_sample)
     ratios = [m / r for m, r in zip(times["mapped"], times["memory"])]
     memory_s = statistics.median(times["memory"])
 
@@ -200,6 +241,7 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
         func(arrays, check, radius, got)
         if not np.array_equal(got, reference):
             raise RuntimeError(f"the {name} gather disagrees with the reference")
+    bandwidth = statistics.median(copies)
     result = {
         "agents": agents, "radius": radius, "side": side, "channels": len(CHANNELS), "batch_bytes": batch_bytes,
         "observe_s": {kind: statistics.median(values) for kind, values in times.items()},
@@ -207,7 +249,11 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
         "mapped_over_memory": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)],
         "throughput_bytes_per_s": batch_bytes / memory_s,
+        "memcpy_bytes_per_s": bandwidth,
+        "memcpy_range_bytes_per_s": [min(copies), max(copies)],
         "throughput_over_memcpy": batch_bytes / memory_s / bandwidth,
+        "best_over_best_memcpy": batch_bytes / min(times["memory"]) / max(copies),
+        "steal_s": None if steal_before is None or steal_after is None else steal_after - steal_before,
         "methods_s": methods,
         "methods_throughput_over_memcpy": {name: batch_bytes / seconds / bandwidth for name, seconds in methods.items()},
         "speedup_over_python_loop": methods["python_loop"] / memory_s,
@@ -264,7 +310,7 @@ def print_report(report: dict[str, Any]) -> None:
           f"Linux {m['kernel']}, {m['filesystem']}; gather threads {report['threads']}")
     print(f"world     {w['height']} x {w['width']} x {w['channels']} float32 channels "
           f"({w['bytes'] / 2**30:.2f} GiB), one mapped and one memory world; {report['rounds']} rounds")
-    print(f"memcpy    {report['memcpy_bytes_per_s'] / 1e9:.1f} GB/s (np.copyto, one thread, 256 MiB)")
+    print(f"memcpy    np.copyto, one thread, {report['memcpy_copy_bytes'] >> 20} MiB, five before and five after each case's rounds")
     print()
     for case in report["cases"]:
         print(f"N = {case['agents']:,} agents, R = {case['radius']} ({case['channels']} x {case['side']} x "
@@ -272,8 +318,14 @@ def print_report(report: dict[str, Any]) -> None:
         obs = case["observe_s"]
         print(f"  observe: mapped {_time_text(obs['mapped'])}, memory {_time_text(obs['memory'])}; mapped/memory "
               f"{case['mapped_over_memory']:.3f} (rounds {case['ratio_range'][0]:.3f}..{case['ratio_range'][1]:.3f})")
+        low, high = case["memcpy_range_bytes_per_s"]
         print(f"  throughput {case['throughput_bytes_per_s'] / 1e9:.1f} GB/s = "
-              f"{case['throughput_over_memcpy']:.2f} of memcpy")
+              f"{case['throughput_over_memcpy']:.2f} of memcpy ({case['memcpy_bytes_per_s'] / 1e9:.1f} GB/s, median "
+              f"of 10 copies around the rounds, {low / 1e9:.1f}..{high / 1e9:.1f}); best round against "
+              f"best copy {case['best_over_best_memcpy']:.2f}")
+        if case["steal_s"]:
+            print(f"  (hypervisor steal during the observe rounds: {case['steal_s'] * 1e3:.0f} ms of CPU time given "
+                  f"to others)")
         print("  methods (windows inside the world):")
         for name, seconds in case["methods_s"].items():
             print(f"    {name:<18} {_time_text(seconds):>10}  {case['methods_throughput_over_memcpy'][name]:.3f} of memcpy")
@@ -298,7 +350,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "1024 x 1024 worlds, fewer agents and rounds (seconds; for CI)",
-                              "timed rounds per case (default 7, --quick 3)")
+                              "timed rounds per case (default 15, --quick 3)")
     args, config, rounds = parse_benchmark_args(parser, argv, FULL, QUICK)
     shape = config["shape"]
     layer_bytes = shape[0] * shape[1] * 4
@@ -314,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     worlds: dict[str, worldstore.World] = {}
     try:
         machine = machine_info(directory)
-        bandwidth = memcpy_bandwidth()
+        memcpy = Memcpy(bool(args.quick))
         main_agents, main_radius = config["cases"][0]
         paths = {kind: os.path.join(directory, f"{kind}.h5") for kind in KINDS}
         progress(f"creating two {world_bytes / 2**30:.1f} GiB worlds ...")
@@ -327,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         worlds["mapped"].close()
         shutil.copyfile(paths["mapped"], h5_copy)
         worlds["mapped"] = worldstore.open(paths["mapped"], "r+")
-        cases = [run_case(worlds, h5_copy, agents, radius, rounds, config["slow_agents"], bandwidth, 10 + i, progress)
+        cases = [run_case(worlds, h5_copy, agents, radius, rounds, config["slow_agents"], memcpy, 10 + i, progress)
                  for i, (agents, radius) in enumerate(config["cases"])]
         into = into_case(worlds["mapped"], main_agents, rounds, 99)
         cuda = cuda_case(worlds["memory"], main_agents, main_radius, rounds, 98)
@@ -345,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "threads": _native.threads,
         "compiled_kernels": _native.library is not None,
-        "memcpy_bytes_per_s": bandwidth,
+        "memcpy_copy_bytes": memcpy.source.nbytes,
+        "memcpy_samples_bytes_per_s": memcpy.samples,
         "cases": cases,
         "into": into,
         "cuda": cuda,

@@ -24,7 +24,10 @@ def test_states_machine_world_and_memcpy(report):
     world = report["world"]
     assert (world["height"], world["width"], world["channels"]) == (1024, 1024, 8)
     assert world["bytes"] == 1024 * 1024 * 8 * 4
-    assert positive(report["memcpy_bytes_per_s"]) and report["threads"] >= 1
+    assert report["memcpy_copy_bytes"] > 32 << 20 and report["threads"] >= 1  # larger than this machine's L3
+    # 10 copies around each case's rounds (after 3 untimed ones), all kept
+    assert len(report["memcpy_samples_bytes_per_s"]) == 10 * len(report["cases"])
+    assert all(positive(rate) for rate in report["memcpy_samples_bytes_per_s"])
     assert report["_workdir_left"] == []
 
 
@@ -38,8 +41,15 @@ def test_each_case_reports_ratio_throughput_methods_and_speedups(report):
         assert case["mapped_over_memory"] == pytest.approx(
             statistics.median(m / r for m, r in zip(times["mapped"], times["memory"])))
         memory = statistics.median(times["memory"])
+        index = report["cases"].index(case)
+        copies = report["memcpy_samples_bytes_per_s"][10 * index:10 * index + 10]
+        assert case["memcpy_bytes_per_s"] == pytest.approx(statistics.median(copies))
+        assert case["memcpy_range_bytes_per_s"] == [min(copies), max(copies)]
         assert case["throughput_over_memcpy"] == pytest.approx(case["batch_bytes"] / memory
-                                                               / report["memcpy_bytes_per_s"])
+                                                               / case["memcpy_bytes_per_s"])
+        assert case["steal_s"] is None or case["steal_s"] >= 0
+        assert case["best_over_best_memcpy"] == pytest.approx(case["batch_bytes"] / min(times["memory"])
+                                                              / max(copies))
         methods = METHODS if report["compiled_kernels"] else METHODS - {"compiled", "compiled_1_thread"}
         assert set(case["methods_s"]) == methods and all(positive(v) for v in case["methods_s"].values())
         assert case["speedup_over_python_loop"] == pytest.approx(case["methods_s"]["python_loop"] / memory)

@@ -275,12 +275,14 @@ def test_cuda_delivery_through_pinned_memory(tmp_path):
         assert torch.equal(out, on_gpu)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 7])
-def test_threads_split_agents_and_give_the_same_batch(tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("threads, chunk_rows", [(2, 1), (3, 100), (7, 1), (2, 1 << 20)])
+def test_threads_split_agents_and_give_the_same_batch(tmp_path, monkeypatch, threads, chunk_rows):
+    """Threads take chunks of agents (one agent each with chunk_rows=1; 100 rows: an agent or two): same batch."""
     if _native.library is None:
         pytest.skip("the C kernels were not built: the numpy path has no threads")
     monkeypatch.setattr(_native, "threads", threads)
     monkeypatch.setattr(_native, "THREADED_BYTES", 0)
+    monkeypatch.setattr(_native, "CHUNK_ROWS", chunk_rows)
     rng = np.random.default_rng(threads)
     positions = np.stack([rng.integers(0, H, 11), rng.integers(0, W, 11)], axis=1)
     with make_world(tmp_path, "mapped") as world:

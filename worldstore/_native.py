@@ -38,7 +38,7 @@ def _load() -> ctypes.CDLL | None:
         library.ws_tags_mark.argtypes = [ptr, i64, ptr, i64, ctypes.c_uint8, ctypes.c_uint8]
         library.ws_gather_f32.restype = ctypes.c_int
         library.ws_gather_f32.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, ptr,
-                                          ctypes.c_int]
+                                          ctypes.c_int, i64]
         library.ws_decay_f32.restype = i64
         library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
         library.ws_decay_f64.restype = i64
@@ -188,6 +188,10 @@ def _default_threads() -> int:
 threads = _default_threads()
 #: Below this many output bytes a gather runs on one thread: starting threads would cost more.
 THREADED_BYTES = 1 << 20
+#: A threaded gather's threads take agents in chunks of about this many window rows (all channels):
+#: small enough that a thread that starts late takes fewer chunks, large enough that the row
+#: prefetch (which starts afresh in each chunk) rarely restarts.
+CHUNK_ROWS = 16384
 
 
 def can_gather(source: np.ndarray, out: np.ndarray) -> bool:
@@ -222,7 +226,8 @@ def gather_f32(sources: list[tuple[int, np.ndarray, float]], positions: np.ndarr
     workers = threads if out.nbytes * count >= THREADED_BYTES * out.shape[1] else 1
     library.ws_gather_f32(count, pointers, kinds, itemsizes, strides, pads, height, width,
                           None if index is None else _ptr(index), _ptr(positions), len(positions), radius,
-                          _ptr(out), out.strides[0] // 4 if out.ndim == 4 and len(out) else 0, offsets, workers)
+                          _ptr(out), out.strides[0] // 4 if out.ndim == 4 and len(out) else 0, offsets, workers,
+                          CHUNK_ROWS)
 
 
 def changed_pages(a: np.ndarray, b: np.ndarray, page: int) -> np.ndarray:
