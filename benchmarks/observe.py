@@ -111,7 +111,7 @@ class Memcpy:
     copies just before its observe rounds and five just after, and compares
     the gather with the median of those ten. Not between rounds: a 13 ms copy
     on one CPU leaves the other idle and evicts the caches, and the gather
-    after it measured up to 1.4x slower than in a steady observe loop.
+    after it measured up to 1.5x slower than in a steady observe loop.
     """
 
     def __init__(self, quick: bool):
