@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator  # noqa: F401  (held_open's annotation)
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +16,9 @@ import pytest
 
 import worldstore
 from worldstore import LayerSpec, WorldSpec
+
+#: The repository root (what subprocesses put on PYTHONPATH to import worldstore, cli and benchmarks).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: One layer per grid class and tested dtype.
 ALL_DTYPES = ("bool", "uint8", "int32", "float16", "float32")
@@ -61,28 +65,53 @@ def agentfarm_path(tmp_path) -> str:
     return path
 
 
+def python_env() -> dict[str, str]:
+    """This environment with the repository root first on PYTHONPATH, for Python subprocesses."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (for crashes, PyTables, hostile files)."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], check=False, capture_output=True,
+                          text=True, timeout=timeout, env=python_env())
+
+
+def run_cli(*args, cwd=None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``python -m cli.main ARGS`` in a real subprocess: real exit codes, real pipes."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], check=False, capture_output=True,
+                          text=True, timeout=timeout, env=python_env(), cwd=cwd)
 
 
 @contextlib.contextmanager
-def held_open(path) -> "Iterator[subprocess.Popen]":
-    """Another process holding the world at ``path`` open for writing while inside."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def held_open(path, swmr: bool = False) -> "Iterator[subprocess.Popen]":
+    """Another process holding the world at ``path`` open for writing (in SWMR mode if ``swmr``) while inside."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); "
-                               "print('ready', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root})
+        [sys.executable, "-c", "import sys, worldstore; "
+                               "w = worldstore.open(sys.argv[1], 'r+', swmr=sys.argv[2] == 'swmr'); "
+                               "print('ready', flush=True); sys.stdin.read()", str(path), "swmr" if swmr else "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=python_env())
     try:
         assert holder.stdout.readline().strip() == "ready"
         yield holder
     finally:
         holder.communicate("", timeout=60)
+
+
+def digest(path) -> str:
+    """SHA-256 of the file's bytes (to show a file unchanged)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def flip_byte(path, offset: int, mask: int = 0xFF) -> None:
+    """XOR the byte at ``offset`` of the file at ``path`` with ``mask``, in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ mask]))
 
 
 def have_tool(name: str) -> bool:

@@ -10,7 +10,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import every_class_spec, held_open, run_python
+from conftest import every_class_spec, held_open, python_env, run_python
 from test_history import advance
 
 import worldstore
@@ -237,17 +237,9 @@ def test_mean_over_three_histories_on_a_local_cluster(worlds):
 
 def test_a_swmr_writer_can_be_read_while_it_runs_and_another_writer_is_refused(worlds, tmp_path):
     paths, states = worlds
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    writer = subprocess.Popen(
-        [sys.executable, "-c", ("import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+', swmr=True); "
-                                "print('ready', flush=True); sys.stdin.read()"), paths[1]],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root})
-    try:
-        assert writer.stdout.readline().strip() == "ready"
+    with held_open(paths[1], swmr=True):
         values = to_xarray(paths[1], layers=["RES_F32"])["RES_F32"].values
         np.testing.assert_array_equal(values, np.stack([s["RES_F32"] for s in states[1]]))
-    finally:
-        writer.communicate("", timeout=60)
     with held_open(paths[2]), pytest.raises(WorldLockedError, match="not in SWMR mode"):
         to_xarray(paths[2])
 
@@ -256,7 +248,6 @@ def test_a_live_block_is_never_torn_by_a_commit(tmp_path):
     """A SWMR writer fills a layer with 1, 2, 3... committing each; every block read must hold one value."""
     path = str(tmp_path / "busy.h5")
     worldstore.create(path, WorldSpec(1024, 1024, 0, [LayerSpec("FIELD", "resource")])).close()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import sys, time, worldstore\n"
             "w = worldstore.open(sys.argv[1], 'r+', swmr=True)\n"
             "a = w['FIELD'].numpy()\n"
@@ -269,7 +260,7 @@ def test_a_live_block_is_never_torn_by_a_commit(tmp_path):
             "w.close()\n"
             "print(k, flush=True)\n")
     writer = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": root})
+                              env=python_env())
     try:
         assert writer.stdout.readline().strip() == "ready"
         field = to_xarray(path, history=False, chunks={"y": -1, "x": -1})["FIELD"]

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, python_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = ("window_read", "window_write", "layer_update", "scatter_add")
 
 
@@ -22,13 +22,14 @@ def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run_quick_json(script: str, workdir) -> dict:
-    """``benchmarks/SCRIPT --quick --json``, run from the repository root; its one JSON object."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+def run_quick_json(script: str, workdir, *extra: str) -> dict:
+    """``benchmarks/SCRIPT --quick --json --dir WORKDIR EXTRA...``, run from the repository root; its one JSON object.
+
+    ``report["_workdir_left"]`` lists what the script left in ``workdir``.
+    """
     proc = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", script), "--quick", "--json", "--dir", str(workdir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, os.path.join("benchmarks", script), "--quick", "--json", "--dir", str(workdir), *extra],
+        cwd=ROOT, env=python_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, f"expected exactly one JSON line on stdout, got:\n{proc.stdout}"
@@ -115,11 +116,9 @@ def test_layers_cleans_up_its_worlds(layers_report):
 
 
 def test_layers_human_output_states_machine_sizes_and_targets(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(
         [sys.executable, os.path.join("benchmarks", "layers.py"), "--quick", "--rounds", "1", "--dir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=python_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for text in ("machine", "L3", "2048 x 2048", "1 timed", "warm-up", "window reads", "scatter-add",

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import run_cli
 
 import worldstore
 from cli.main import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYER_KEYS = {"name", "class", "dtype", "shape", "storage", "bytes_on_disk", "fill_value", "pad_value"}
 
 
@@ -27,14 +24,6 @@ except TypeError:
 def cli(*args: str):
     """Run the command in-process (stdin, stdout and stderr are not terminals)."""
     return RUNNER.invoke(main, [str(arg) for arg in args], prog_name="worldstore")
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``python -m cli.main`` in a real subprocess: real exit codes, real pipes."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=cwd)
 
 
 def assert_one_line_error(stderr: str, *fragments: str) -> None:

@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import run_python
+from conftest import ROOT, held_open, python_env, run_python
 from worldstore import LayerSpec, WorldSpec, commit, recovery
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def spec() -> WorldSpec:
@@ -77,8 +75,7 @@ world.commit()
 
 
 def kill_writer(path: str, where: str) -> tuple[dict, dict]:
-    proc = subprocess.run([sys.executable, "-c", WRITER, path, where], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    proc = run_python(WRITER, path, where)
     assert proc.returncode == -9, proc.stderr
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     return first, second
@@ -203,12 +200,7 @@ def test_a_second_swmr_writer_is_refused(tmp_path):
     # HDF5 drops its own file lock once a writer enters SWMR mode; the writer's lock still stands.
     path = str(tmp_path / "w.h5")
     worldstore.create(path, spec()).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+', swmr=True); "
-                               "print('ready', flush=True); sys.stdin.read()", path],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_open(path, swmr=True):
         assert recovery.writer_alive(path) and recovery.in_use(path)
         with pytest.raises(worldstore.WorldLockedError):
             worldstore.open(path, "r+")
@@ -216,8 +208,6 @@ def test_a_second_swmr_writer_is_refused(tmp_path):
             worldstore.recover(path)
         with worldstore.open(path, "r", swmr=True) as reader:  # readers are welcome
             assert reader.committed_step == 0
-    finally:
-        holder.communicate("", timeout=60)
     assert not recovery.writer_alive(path)
 
 
@@ -281,7 +271,7 @@ def test_a_starved_reader_holds_the_writer_back_for_one_read(tmp_path, monkeypat
                                "    w['MAPPED'][...] = step\n"
                                "    w.step()\n"
                                "    w.commit(durable=False)\n", path],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+                              stdout=subprocess.PIPE, text=True, env=python_env())
     try:
         assert writer.stdout.readline().strip() == "ready"
         with worldstore.open(path, "r", swmr=True) as reader:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import h5py
@@ -11,12 +10,7 @@ import pytest
 
 import worldstore
 from worldstore import LayerSpec, SpecError, WorldSpec
-from conftest import every_class_spec, run_python
-
-
-def digest(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+from conftest import digest, every_class_spec, held_open, run_python
 
 
 # -- writes -------------------------------------------------------------------
@@ -275,21 +269,10 @@ def test_create_needs_a_spec(tmp_path):
 
 
 def test_a_second_writer_gets_world_locked_error(world_path):
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); "
-                               "print('ready', flush=True); sys.stdin.read()", world_path],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_open(world_path) as holder:
         for mode in ("r+", "r"):
             with pytest.raises(worldstore.WorldLockedError, match="held open") as info:
                 worldstore.open(world_path, mode)
             assert world_path in str(info.value) and isinstance(info.value, OSError)
-    finally:
-        holder.communicate("", timeout=60)
     assert holder.returncode == 0
     worldstore.open(world_path, "r+").close()  # released: opens again

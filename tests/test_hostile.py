@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import every_class_spec, run_python
+from conftest import every_class_spec, flip_byte, run_python
 
 #: The child: open, read every layer and the history, print one JSON line with the outcome.
 CHILD = """
@@ -61,14 +61,6 @@ def _copy(base: str, directory: str, name: str) -> str:
     return path
 
 
-def _flip(path: str, offset: int, mask: int = 0xFF) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ mask]))
-
-
 def corpus(directory: str) -> dict[str, str]:
     """At least 30 broken variants of a real world file, by name."""
     base = base_world(directory)
@@ -93,7 +85,7 @@ def corpus(directory: str) -> dict[str, str]:
         path = variant(f"truncated-{cut}")
         os.truncate(path, cut)
     for offset in (0, 8, 9, 10, 11, 12, 20, 28, 36, 44):  # signature, versions, sizes, flags, addresses, checksum
-        _flip(variant(f"superblock-byte-{offset}"), offset)
+        flip_byte(variant(f"superblock-byte-{offset}"), offset)
     with h5py.File(base, "r") as f:
         headers = {name: h5py.h5o.get_info(f[name].id).addr if hasattr(h5py.h5o.get_info(f[name].id), "addr")
                    else None for name in ("layers", "layers/RES_F32", "layers/HEAT_values", "history/RES_F32")}
@@ -101,7 +93,7 @@ def corpus(directory: str) -> dict[str, str]:
         offsets = {name: f[name].id.get_offset() for name in ("layers/RES_F32", "layers/OBS")}
     for name, address in headers.items():
         for delta in (4, 16, 40):
-            _flip(variant(f"header-{name.replace('/', '.')}-{delta}"), address + delta)
+            flip_byte(variant(f"header-{name.replace('/', '.')}-{delta}"), address + delta)
     # Datasets whose bytes would lie past the end: the file cut inside them.
     for name, offset in offsets.items():
         os.truncate(variant(f"cut-inside-{name.replace('/', '.')}"), offset + 8)

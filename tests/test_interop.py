@@ -176,10 +176,12 @@ def history_world(tmp_path_factory):
     return path, live, snapshots
 
 
-def all_datasets(path: str) -> dict[str, h5py.Dataset]:
-    """Every dataset of the file by absolute name, with its shape, dtype and whether it is a dimension scale."""
+@pytest.fixture(scope="module")
+def datasets(history_world) -> dict[str, dict]:
+    """Every dataset of ``history_world``'s file by absolute name: its shape, dtype, whether it is a dimension
+    scale, and its data (read once for the module; tests must not change them)."""
     found = {}
-    with h5py.File(path, "r") as f:
+    with h5py.File(history_world[0], "r") as f:
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 found["/" + name] = {"shape": obj.shape, "dtype": obj.dtype,
@@ -193,9 +195,8 @@ def coo_of(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, array[tuple(coords.T)]
 
 
-def test_history_world_has_what_the_tools_read(history_world):
-    path, live, snapshots = history_world
-    datasets = all_datasets(path)
+def test_history_world_has_what_the_tools_read(history_world, datasets):
+    _, live, snapshots = history_world
     assert {"/layers/HEAT_coords", "/layers/HEAT_values", "/history/HEAT_coords", "/history/HEAT_start",
             "/history/RES_F32", "/history/step", "/history/time", "/clock"} <= set(datasets)
     assert datasets["/history/step"]["data"].tolist() == [step for step, _ in snapshots]
@@ -203,9 +204,8 @@ def test_history_world_has_what_the_tools_read(history_world):
 
 
 @needs_h5dump
-def test_h5dump_reads_every_dataset_of_the_world_and_its_history(history_world):
+def test_h5dump_reads_every_dataset_of_the_world_and_its_history(history_world, datasets):
     path, live, snapshots = history_world
-    datasets = all_datasets(path)
     for name in datasets:  # h5dump (HDF5 1.10) reads every dataset: layers, scales, COO, gzip history
         dump = tool("h5dump", "-d", name, "-w", "0", path)
         assert dump.returncode == 0, (name, dump.stderr)
@@ -231,9 +231,8 @@ def test_h5dump_reads_every_dataset_of_the_world_and_its_history(history_world):
 
 
 @needs_h5dump
-def test_h5ls_reads_every_dataset(history_world):
+def test_h5ls_reads_every_dataset(history_world, datasets):
     path, _, snapshots = history_world
-    datasets = all_datasets(path)
     listing = tool("h5ls", "-r", "-d", path, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.count("Data:") == len(datasets)  # every dataset's data printed
@@ -280,10 +279,9 @@ print(json.dumps(out))
 """
 
 
-def test_pytables_reads_every_node(history_world):
+def test_pytables_reads_every_node(history_world, datasets):
     """PyTables loads and reads every node but the dimension scales (see PyTables issue #132)."""
     path, _, _ = history_world
-    datasets = all_datasets(path)
     result = run_python(PYTABLES_WALKER, path)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 
 import pytest
 
 import worldstore
-from conftest import every_class_spec, held_open
+from conftest import ROOT, every_class_spec, held_open, run_cli, run_python
 from worldstore import recovery
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLS = 50
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -75,14 +73,11 @@ def test_recover_refuses_a_file_a_live_writer_holds(tmp_path):
 def test_recover_command_reports_what_it_did(tmp_path):
     path = tmp_path / "killed.h5"
     worldstore.create(path, every_class_spec()).close()
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os, sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); w.step(); "
-                               "w.flush(); os.kill(os.getpid(), 9)", str(path)],
-        env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True)
-    assert proc.returncode == -9
+    proc = run_python("import os, sys, worldstore; w = worldstore.open(sys.argv[1], 'r+'); w.step(); "
+                      "w.flush(); os.kill(os.getpid(), 9)", path)
+    assert proc.returncode == -9, proc.stderr
     assert recovery.status_flags(path) != 0
-    run = subprocess.run([sys.executable, "-m", "cli.main", "recover", str(path), "--json"], cwd=ROOT,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    run = run_cli("recover", path, "--json", cwd=ROOT)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["flags_cleared"] is True and report["committed_step"] == 1

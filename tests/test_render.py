@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
+from conftest import digest
 from PIL import Image
 
 import worldstore
@@ -25,11 +24,6 @@ def farm(tmp_path) -> str:
         world.step()
         world.snapshot()
     return path
-
-
-def digest(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def test_png_of_a_past_layer_maps_its_range_through_the_colormap(farm, tmp_path):

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
-from conftest import every_class_spec, held_open
+from conftest import digest, every_class_spec, flip_byte, held_open, run_cli, run_python
 
 import worldstore
+from worldstore.commit import journal_path
 from worldstore.validate import SCHEMA, validate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"check", "passed", "status", "figure", "figures", "detail", "seconds"}
 FILE_CHECKS = ("superblock", "writer status", "opens read-only", "format and version", "world description", "clock",
                "HDF5 objects and attributes", "dimension scales", "dataset extents", "live layers",
                "sparse layers (COO)", "history index", "history snapshots", "chunks decompress", "library reads",
                "checksums")
-
-
-def run_cli(*args, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m cli.main ...`` in a real subprocess: real exit codes, real pipes."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], check=False, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def digest(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def rows(report: dict) -> dict[str, dict]:
@@ -167,19 +151,11 @@ def test_truncated_layer_data(world_file):
     assert digest(world_file) == before
 
 
-def _flip(path: str, offset: int, mask: int = 0x5A) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ mask]))
-
-
 def test_flipped_bytes_in_a_history_chunk(world_file):
     with h5py.File(world_file, "r") as f:
         info = f["history/RES_F32"].id.get_chunk_info(0)
-    _flip(world_file, info.byte_offset + info.size // 2)
-    _flip(world_file, info.byte_offset + info.size // 2 + 1)
+    flip_byte(world_file, info.byte_offset + info.size // 2, 0x5A)
+    flip_byte(world_file, info.byte_offset + info.size // 2 + 1, 0x5A)
     before = digest(world_file)
     report = validate(world_file)
     assert {"chunks decompress", "checksums"} <= failed(report)
@@ -220,7 +196,7 @@ def test_bool_layer_with_a_value_other_than_0_and_1(world_file):
 
 
 def test_damaged_superblock_checksum(world_file):
-    _flip(world_file, 20)  # inside the superblock: its lookup3 checksum no longer matches
+    flip_byte(world_file, 20, 0x5A)  # inside the superblock: its lookup3 checksum no longer matches
     report = validate(world_file)
     assert "checksum" in rows(report)["superblock"]["detail"]
     assert not report["passed"]
@@ -229,7 +205,7 @@ def test_damaged_superblock_checksum(world_file):
 def test_killed_writer_flags_are_reported_not_cleared(world_file):
     code = ("import h5py, os, sys; f = h5py.File(sys.argv[1], 'r+', libver=('v110', 'v110')); f.flush(); "
             "os._exit(0)")
-    subprocess.run([sys.executable, "-c", code, world_file], check=True, timeout=60)
+    assert run_python(code, world_file, timeout=60).returncode == 0
     from worldstore import recovery
 
     assert recovery.status_flags(world_file)
@@ -256,7 +232,7 @@ def test_a_directory_is_not_a_world(tmp_path):
 
 
 def test_pending_journal_is_reported_not_replayed(world_file):
-    journal = world_file + "-journal"
+    journal = journal_path(world_file)
     with open(journal, "wb") as f:
         f.write(b"WSJOURN1 cut short")
     before = digest(world_file)
