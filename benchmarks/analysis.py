@@ -65,6 +65,7 @@ from layers import (
     progress_printer,
     room_error,
 )
+from history import change, fill
 
 import worldstore
 from worldstore.analysis import to_xarray
@@ -90,22 +91,11 @@ def build_world(path: str, shape: tuple[int, int], snapshots: int, codec: str,
     spec = worldstore.WorldSpec(shape[0], shape[1], 0, [worldstore.LayerSpec(LAYER, "resource", "float32",
                                                                              units="kg")])
     rng = np.random.default_rng(0)
-    height, width = shape
     started = time.perf_counter()
     with worldstore.create(path, spec, history_codec=codec) as world:
-        array = world[LAYER].numpy()
-        x = np.linspace(0, 20, width, dtype=np.float32)
-        for top in range(0, height, 512):  # band by band: no layer-sized temporaries
-            rows = np.arange(top, min(top + 512, height), dtype=np.float32)[:, None]
-            band = np.round((np.sin(x[None, :] + rows * 0.01) + 1) * 50) / 100
-            noisy = rng.random(band.shape) < 0.01
-            band[noisy] = rng.random(int(noisy.sum()), dtype=np.float32)
-            array[top:top + len(rows)] = band
-        changed = max(1, height // 20)
+        fill(world, rng, layers=(LAYER,))  # history.py's fields; the same generator then picks the bands
         for index in range(snapshots):
-            start = int(rng.integers(0, height - changed + 1))
-            array[start:start + changed] += np.float32(0.01)
-            world.step()
+            change(world, rng, share=0.05, layers=(LAYER,))  # 5% of the rows, then a step
             world.snapshot()
             progress(f"  snapshot {index + 1}/{snapshots}")
         stored = sum(record["bytes"] for record in world.history())

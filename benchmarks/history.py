@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,12 +59,16 @@ FULL = {"shape": (8192, 8192), "rounds": 3, "window_reads": 200}
 QUICK = {"shape": (1024, 1024), "rounds": 2, "window_reads": 50}
 
 
-def fill(world: worldstore.World, seed: int) -> None:
-    """Smooth fields quantized to 0.01 with 1% of cells noisy, band by band (no big temporaries)."""
-    rng = np.random.default_rng(seed)
+def fill(world: worldstore.World, seed: int | np.random.Generator, layers: Sequence[str] = LAYERS) -> None:
+    """Smooth fields quantized to 0.01 with 1% of cells noisy, band by band (no big temporaries).
+
+    ``seed`` is a seed or a generator (used as is, so a caller can go on drawing from it); the
+    ``index``-th of ``layers`` gets its waves shifted by ``index``. Also used by analysis.py.
+    """
+    rng = np.random.default_rng(seed)  # a Generator comes back unchanged
     height, width = world.shape
     x = np.linspace(0, 20, width, dtype=np.float32)
-    for index, name in enumerate(LAYERS):
+    for index, name in enumerate(layers):
         array = world[name].numpy()
         for y in range(0, height, 512):
             rows = np.arange(y, min(y + 512, height), dtype=np.float32)[:, None]
@@ -73,11 +78,12 @@ def fill(world: worldstore.World, seed: int) -> None:
             array[y:y + len(rows)] = band
 
 
-def change(world: worldstore.World, rng: np.random.Generator, share: float = 0.05) -> None:
-    """A step that rewrites ``share`` of every layer (random row bands)."""
+def change(world: worldstore.World, rng: np.random.Generator, share: float = 0.05,
+           layers: Sequence[str] = LAYERS) -> None:
+    """A step that rewrites ``share`` of each of ``layers`` (a random band of rows each, + 0.01)."""
     height = world.height
     rows = max(1, int(height * share))
-    for name in LAYERS:
+    for name in layers:
         start = int(rng.integers(0, height - rows + 1))
         world[name].numpy()[start:start + rows] += np.float32(0.01)
     world.step()

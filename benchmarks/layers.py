@@ -453,13 +453,22 @@ def rss_child(path: str, kind: str, shape: tuple[int, int]) -> None:
     }))
 
 
-def run_rss_child(path: str, kind: str, shape: tuple[int, int]) -> dict[str, Any]:
+def child_env() -> dict[str, str]:
+    """This process's environment for a child Python that must import the same worldstore as this one.
+
+    The directory holding the imported ``worldstore`` package goes first on PYTHONPATH (any existing
+    PYTHONPATH is kept after it). Used by the benchmarks that start ``python -c`` children.
+    """
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(worldstore.__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_rss_child(path: str, kind: str, shape: tuple[int, int]) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-child", path, "--rss-kind", kind,
                            "--rss-shape", f"{shape[0]}x{shape[1]}"],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=child_env(), timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"the RSS measurement of {path} ({kind}) failed:\n{proc.stderr.strip()}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

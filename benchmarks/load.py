@@ -35,12 +35,12 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import benchmark_parser, emit, machine_info, parse_benchmark_args, progress_printer  # noqa: E402
+from layers import (benchmark_parser, child_env, emit, machine_info, parse_benchmark_args,  # noqa: E402
+                    progress_printer)
 
 import worldstore  # noqa: E402
 from worldstore import LayerSpec, WorldSpec  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = {"rounds": 60}
 QUICK = {"rounds": 10}
 READERS = 4
@@ -126,7 +126,7 @@ def spec(size: int = 512) -> WorldSpec:
 
 def _start(code: str, *args: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": ROOT})
+                            text=True, env=child_env())
     line = proc.stdout.readline()
     if line.strip() != "ready":
         raise RuntimeError(f"a load process did not start: {line}{proc.stderr.read()[-2000:]}")

@@ -126,9 +126,6 @@ class Memcpy:
         for _ in range(count):
             self.samples.append(self.source.nbytes / timed(lambda: np.copyto(self.target, self.source))[0])
 
-    def since(self, first: int) -> list[float]:
-        return self.samples[first:]
-
 
 def steal_seconds() -> float | None:
     """CPU time the hypervisor gave to others while this machine's CPUs wanted it (Linux /proc/stat), or None."""
@@ -205,7 +202,7 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
         np.testing.assert_array_equal(buffers["mapped"], buffers["memory"])
     steal_after = steal_seconds()
     memcpy.sample()
-    copies = memcpy.since(first_sample)
+    copies = memcpy.samples[first_sample:]
     ratios = [m / r for m, r in zip(times["mapped"], times["memory"])]
     memory_s = statistics.median(times["memory"])
 

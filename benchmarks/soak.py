@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import benchmark_parser, emit, machine_info, parse_benchmark_args, progress_printer  # noqa: E402
+from layers import (benchmark_parser, child_env, emit, machine_info, parse_benchmark_args,  # noqa: E402
+                    progress_printer)
 
 import worldstore  # noqa: E402
 from worldstore import LayerSpec, WorldSpec, recovery  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = {"rounds": 500}
 #: Every snapshot is checked again every this many kills (and after the last); in between, the recent ones.
 FULL_CHECK_EVERY = 50
@@ -122,7 +122,7 @@ def kill_writer(path: str, rng: random.Random, state: dict[str, Any], pause: flo
     """Start a writer on ``path``, let it run a random while, SIGKILL it, fold in its reports."""
     here = os.path.dirname(os.path.abspath(__file__))
     writer = subprocess.Popen([sys.executable, "-c", WRITER, path, here], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": ROOT})
+                              text=True, env=child_env())
     first = writer.stdout.readline()
     time.sleep(rng.uniform(0.0, pause))
     writer.send_signal(signal.SIGKILL)
