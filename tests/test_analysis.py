@@ -22,6 +22,7 @@ from worldstore import (
     WorldNotFoundError,
     WorldSpec,
 )
+from worldstore import recovery
 from worldstore.analysis import _DenseBlocks, _TemporalHistoryBlocks, to_xarray
 
 xr = pytest.importorskip("xarray")
@@ -72,6 +73,28 @@ def test_history_reads_exactly_what_numpy_reads(worlds):
                 if world[name].grid_class != "temporal":
                     np.testing.assert_array_equal(got, f["history"][name][index], err_msg=name)
     assert computed["HEAT"].isel(step=0).values[0, 0] != 0  # past the snapshot's cells: the gap reads as zeros
+
+
+def test_history_with_a_snapshot_cut_short_reads_the_whole_ones(tmp_path):
+    """A writer killed after it wrote where its snapshot's cells begin, before the cells: the snapshots
+    before read as world.at() reads them (the cut one's start lies past the cells stored)."""
+    path = str(tmp_path / "cut.h5")
+    states = build(path, 5, snapshots=2)
+    code = ("import os, sys, worldstore\n"
+            "from worldstore import _schema\n"
+            "world = worldstore.open(sys.argv[1], 'r+', swmr=True)\n"
+            "world.deposit('HEAT', [1, 2], [1, 2], 1.0)\n"
+            "world.step()\n"
+            "_schema.history_row_name = lambda name: os.kill(os.getpid(), 9)  # after the start, before cells\n"
+            "world.snapshot()\n")
+    assert run_python(code, path).returncode == -9
+    recovery.clear_status_flags(path)  # as h5clear does; a writer's open would also end the cut snapshot
+    with h5py.File(path, "r") as f:
+        assert f["history/HEAT_start"][-1] > f["history/HEAT_values"].shape[0]
+    heat = to_xarray(path)["HEAT"].values
+    assert heat.shape[0] == 2
+    for index in range(2):
+        np.testing.assert_array_equal(heat[index], states[index]["HEAT"])
 
 
 def test_labels_coordinates_and_attributes(worlds):

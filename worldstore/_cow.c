@@ -33,7 +33,6 @@ static ws_region regions[WS_REGIONS];
 static volatile int lock_word;
 static struct sigaction previous;
 static int installed;
-static volatile int64_t failures;
 
 static void lock(void) { while (__atomic_exchange_n(&lock_word, 1, __ATOMIC_ACQUIRE)) { } }
 static void unlock(void) { __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE); }
@@ -88,7 +87,6 @@ static void handler(int sig, siginfo_t *info, void *context)
         unlock();
         if (done == 0)
             return;  /* the write runs again, into the copy */
-        __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
         break;       /* could not copy (out of memory or mappings): fail as a plain fault would */
     }
     if (previous.sa_flags & SA_SIGINFO) {
@@ -197,4 +195,3 @@ void ws_cow_unregister(int64_t id)
     unlock();
 }
 
-int64_t ws_cow_failures(void) { return failures; }

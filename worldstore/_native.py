@@ -53,8 +53,6 @@ def _load() -> ctypes.CDLL | None:
         library.ws_cow_reset.argtypes = [i64]
         library.ws_cow_unregister.restype = None
         library.ws_cow_unregister.argtypes = [i64]
-        library.ws_cow_failures.restype = i64
-        library.ws_cow_failures.argtypes = []
         return library
     return None
 

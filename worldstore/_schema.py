@@ -106,26 +106,35 @@ def _scale(group: h5py.Group, name: str, values: np.ndarray, **attrs: Any) -> h5
     return dset
 
 
-def _grid_scales(group: h5py.Group, spec: WorldSpec) -> dict[str, h5py.Dataset]:
-    """The dimension scales of the layers' axes (y, x, agent, observation axes), created in ``group``."""
-    scales = {
-        "y": _scale(group, "y", np.arange(spec.height, dtype=np.int32), long_name="row (cell index)",
-                    axis="Y", units="1"),
-        "x": _scale(group, "x", np.arange(spec.width, dtype=np.int32), long_name="column (cell index)",
-                    axis="X", units="1"),
-    }
+def grid_scale_values(spec: WorldSpec) -> dict[str, np.ndarray]:
+    """The values of the layers' dimension scales (y, x, agent, observation axes), by name, in creation order."""
+    values = {"y": np.arange(spec.height, dtype=np.int32), "x": np.arange(spec.width, dtype=np.int32)}
     if any(layer.grid_class in ("agent", "observation") for layer in spec.layers):
-        scales["agent"] = _scale(group, "agent", np.arange(spec.agents, dtype=np.int32), long_name="agent id")
+        values["agent"] = np.arange(spec.agents, dtype=np.int32)
     for layer in spec.layers:
         if layer.grid_class == "observation":
             radius = int(layer.radius)  # type: ignore[arg-type]
-            offsets = np.arange(-radius, radius + 1, dtype=np.int32)
             _, channel, dy, dx = spec.dims_of(layer.name)
-            scales[channel] = _scale(group, channel, np.arange(len(layer.channels), dtype=np.int32),
-                                     long_name="channel index", channels=json.dumps(list(layer.channels)))
-            scales[dy] = _scale(group, dy, offsets, long_name="row offset from the agent", units="1")
-            scales[dx] = _scale(group, dx, offsets.copy(), long_name="column offset from the agent", units="1")
-    return scales
+            values[channel] = np.arange(len(layer.channels), dtype=np.int32)
+            values[dy] = np.arange(-radius, radius + 1, dtype=np.int32)
+            values[dx] = np.arange(-radius, radius + 1, dtype=np.int32)
+    return values
+
+
+def _grid_scales(group: h5py.Group, spec: WorldSpec) -> dict[str, h5py.Dataset]:
+    """The dimension scales of the layers' axes (:func:`grid_scale_values`), created in ``group``."""
+    attrs: dict[str, dict[str, Any]] = {
+        "y": {"long_name": "row (cell index)", "axis": "Y", "units": "1"},
+        "x": {"long_name": "column (cell index)", "axis": "X", "units": "1"},
+        "agent": {"long_name": "agent id"},
+    }
+    for layer in spec.layers:
+        if layer.grid_class == "observation":
+            _, channel, dy, dx = spec.dims_of(layer.name)
+            attrs[channel] = {"long_name": "channel index", "channels": json.dumps(list(layer.channels))}
+            attrs[dy] = {"long_name": "row offset from the agent", "units": "1"}
+            attrs[dx] = {"long_name": "column offset from the agent", "units": "1"}
+    return {name: _scale(group, name, values, **attrs[name]) for name, values in grid_scale_values(spec).items()}
 
 
 #: Compression of history datasets: gzip (any HDF5 tool reads it), blosc2 (Zstd through

@@ -42,7 +42,7 @@ import numpy as np
 from . import _schema
 from .commit import consistent
 from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldNotFoundError
-from .history import snapshot_count
+from .history import snapshot_cells, snapshot_count
 from .spec import WorldSpec
 
 __all__ = ["to_xarray"]
@@ -470,24 +470,18 @@ class _DenseBlocks(_Blocks):
 class _TemporalHistoryBlocks(_Blocks):
     """A temporal layer's history, (snapshots, H, W): each snapshot's non-zero cells scattered into zeros."""
 
-    def __init__(self, *args: Any, steps: np.ndarray, coo: tuple[str, str, str]):
+    def __init__(self, *args: Any, steps: np.ndarray, spec: WorldSpec, name: str):
         super().__init__(*args)
-        self.steps, self.coo = steps, coo
+        self.steps, self.spec, self.name = steps, spec, name
 
     def _read(self, f: h5py.File, bounds: list[tuple[int, int]]) -> np.ndarray:
         (first, last), rows, cols = bounds
         _check_steps(f, self.path, self.steps, first, last)
-        coords, values, start = (f[name] for name in self.coo)
-        total = values.shape[0]
-        starts = start[first:last + 1]
+        group = f[_schema.HISTORY_GROUP]
         out = np.zeros((last - first, rows[1] - rows[0], cols[1] - cols[0]), dtype=self.dtype)
         for i in range(last - first):
-            begin = int(starts[i])
-            end = int(starts[i + 1]) if i + 1 < len(starts) else total
-            if not 0 <= begin <= end <= total or coords.shape != (total, 2):
-                raise WorldFormatError(f"{self.path}: {self.dataset} at snapshot {first + i}: its cells "
-                                       f"[{begin}, {end}) do not fit the {total} stored")
-            _scatter(out[i], coords[begin:end], values[begin:end], rows, cols, self.shape[1:], self.path)
+            coords, values = snapshot_cells(group, self.spec, self.name, first + i, self.path)
+            _scatter(out[i], coords, values, rows, cols)
         return out
 
 
@@ -497,9 +491,9 @@ class _LiveTemporalBlocks(_Blocks):
 
     live = True
 
-    def __init__(self, *args: Any, coo: tuple[str, str]):
+    def __init__(self, *args: Any, spec: WorldSpec, name: str):
         super().__init__(*args)
-        self.coo = coo
+        self.spec, self.name = spec, name
 
     def _read(self, f: h5py.File, bounds: list[tuple[int, int]]) -> np.ndarray:
         rows, cols = bounds
@@ -507,11 +501,9 @@ class _LiveTemporalBlocks(_Blocks):
         if _plain(dense.attrs.get(_schema.A_STORAGE, "mapped")) != "sparse":
             return dense[rows[0]:rows[1], cols[0]:cols[1]]
         out = np.zeros((rows[1] - rows[0], cols[1] - cols[0]), dtype=self.dtype)
-        coords, values = (f[name] for name in self.coo)
-        if coords.shape != (values.shape[0], 2):
-            raise WorldFormatError(f"{self.path}: COO datasets of {self.dataset} disagree: {coords.shape}, "
-                                   f"{values.shape}")
-        _scatter(out, coords[...], values[...], rows, cols, self.shape, self.path)
+        coords, values = _schema.read_coo(f[_schema.LAYERS_GROUP], self.spec, self.name,
+                                          f"{self.path}: {self.dataset}")
+        _scatter(out, coords, values, rows, cols)
         return out
 
 
@@ -521,9 +513,7 @@ def _between_commits(path: str, read: Callable[[], np.ndarray]) -> np.ndarray:
     try opens the file afresh, so HDF5 serves no bytes it cached before."""
     with _open(path) as f, _schema.format_errors(path, "reading /commit"):
         offset = _schema.commit_offset(f, os.path.getsize(path), path)
-    if offset is None:  # written before commits had a sequence number
-        return read()
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)  # (offset None, a file from before commits: consistent() reads once)
     try:
         return consistent(path, fd, offset, read)[1]
     finally:
@@ -538,18 +528,10 @@ def _check_steps(f: h5py.File, path: str, steps: np.ndarray, first: int, last: i
 
 
 def _scatter(out: np.ndarray, coords: np.ndarray, values: np.ndarray, rows: tuple[int, int],
-             cols: tuple[int, int], grid: tuple[int, ...], path: str) -> None:
-    """Write the cells inside ``rows`` x ``cols`` into ``out`` (the block's zeros).
-
-    Zero values are skipped: a snapshot's stored range also spans the unwritten
-    gap up to the next chunk boundary, whose entries read as cell (0, 0) = 0.
-    """
-    if not len(values):
-        return
-    ys, xs = coords[:, 0].astype(np.int64), coords[:, 1].astype(np.int64)
-    if ys.min() < 0 or xs.min() < 0 or ys.max() >= grid[0] or xs.max() >= grid[1]:
-        raise WorldFormatError(f"{path}: COO coordinates lie outside the {grid[0]}x{grid[1]} world")
-    keep = (values != 0) & (ys >= rows[0]) & (ys < rows[1]) & (xs >= cols[0]) & (xs < cols[1])
+             cols: tuple[int, int]) -> None:
+    """Write the cells (checked to lie inside the world) that fall inside ``rows`` x ``cols`` into ``out``."""
+    ys, xs = coords[:, 0], coords[:, 1]
+    keep = (ys >= rows[0]) & (ys < rows[1]) & (xs >= cols[0]) & (xs < cols[1])
     out[ys[keep] - rows[0], xs[keep] - cols[0]] = values[keep]
 
 
@@ -558,13 +540,12 @@ def _history_array(path: str, group: h5py.Group, spec: WorldSpec, name: str, ste
     layer = spec.layer(name)
     shape = (count,) + spec.shape_of(name)
     if layer.grid_class == "temporal":
-        coo = tuple(f"{_schema.HISTORY_GROUP}/{n}" for n in _schema.history_names(spec, name))
-        values = group[coo[1].rsplit("/", 1)[1]]
+        values = group[_schema.history_names(spec, name)[1]]
         if values.dtype != layer.np_dtype:
             raise WorldFormatError(f"{path}: history of {name!r} holds {values.dtype}, not {layer.np_dtype}")
         grid = spec.shape_of(name)
         return _TemporalHistoryBlocks(path, f"/{_schema.HISTORY_GROUP}/{name}", shape, layer.np_dtype,
-                                      (1,) + grid, (1,) * len(shape), steps=steps, coo=coo)
+                                      (1,) + grid, (1,) * len(shape), steps=steps, spec=spec, name=name)
     dset = group[name]
     if dset.shape[1:] != shape[1:] or dset.shape[0] < count or dset.dtype != layer.np_dtype:
         raise WorldFormatError(f"{path}: history dataset of {name!r} is {dset.shape} {dset.dtype}; the layer "
@@ -582,8 +563,8 @@ def _live_array(path: str, group: h5py.Group, spec: WorldSpec, name: str) -> _Bl
     else:
         file_chunks = unit = dset.chunks
     if layer.grid_class == "temporal":
-        coo = tuple(f"{_schema.LAYERS_GROUP}/{n}" for n in spec.coo_names_of(name)[:2])
-        return _LiveTemporalBlocks(path, dset.name, shape, layer.np_dtype, shape, (1,) * len(shape), coo=coo)
+        return _LiveTemporalBlocks(path, dset.name, shape, layer.np_dtype, shape, (1,) * len(shape), spec=spec,
+                                   name=name)
     source = _DenseBlocks(path, dset.name, shape, layer.np_dtype, file_chunks, unit)
     source.live = True
     return source

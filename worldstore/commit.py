@@ -40,6 +40,7 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+import h5py
 import numpy as np
 
 from . import _schema, recovery
@@ -192,13 +193,10 @@ def write_journal(path: str, changes: Changes, durable: bool) -> None:
         if durable:
             os.fsync(fd)
     except BaseException:
-        os.close(fd)
-        fd = -1
         os.unlink(journal)
         raise
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
 
 
 def commit(world: "World", durable: bool = True) -> int:
@@ -367,8 +365,6 @@ def read_journal(path: str) -> dict[str, Any] | None:
 
 def replay(path: str) -> dict[str, Any]:
     """Finish or discard an interrupted commit; say which. The file must not be held by a live writer."""
-    import h5py
-
     journal = journal_path(path)
     if not os.path.exists(journal):
         return {"journal": None}

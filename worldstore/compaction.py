@@ -138,13 +138,13 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
                 group = history.history_group(target)
                 # Same codec: compressed chunks are copied as they are, neither decompressed nor recompressed.
                 raw = history.history_group(source).attrs.get("codec", "gzip") == codec
-                for index in kept:
+                for new_index, index in enumerate(kept):
                     for name in source:
                         _copy_past(source, target, group, index, name, raw)
                         done += 1
                         if on_progress:
                             on_progress(done, total)
-                    _append_clock(group, records[index])
+                    history.append_clock(group, new_index, records[index]["time"], records[index]["step"])
             checked = _verify(source, partial, kept, raw)
         except BaseException as exc:
             for leftover in (partial, journal_path(partial)):
@@ -208,13 +208,6 @@ def _copy_past(source: World, target: World, group, index: int, name: str, raw: 
             dset.id.write_direct_chunk((new_index,) + offset[1:], data, filter_mask=mask)
     else:
         dset[new_index] = original[index]
-
-
-def _append_clock(group, record: dict[str, Any]) -> None:
-    for name in ("time", "step"):  # step last, as a snapshot does
-        dset = group[name]
-        dset.resize((dset.shape[0] + 1,))
-        dset[-1] = record[name]
 
 
 def _verify(source: World, partial: str, kept: list[int], raw: bool) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from . import _schema
 from .commit import release, reserve
 from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
+from .layer import coo_of
 from .spec import LayerSpec, WorldSpec
 from .storage import SparseStorage
 
@@ -117,34 +118,32 @@ def _append_snapshot(world: "World", group: h5py.Group, on_progress: Any) -> int
     for done, (name, layer) in enumerate(layers.items(), start=1):
         storage = world._storages[name]
         if layer.grid_class == "temporal":
-            if isinstance(storage, SparseStorage):
-                coords, values = storage.coo()
-            else:
-                array = storage.array
-                coords = np.argwhere(array)
-                values = array[tuple(coords.T)]
-            _append_coo(group, world.spec, name, index, coords, values)
+            _append_coo(group, world.spec, name, index, *coo_of(storage))
         else:
             dset = group[name]
             dset.resize(index + 1, axis=0)
             dset[index] = storage.array
         if on_progress is not None:
             on_progress(done, len(layers))
-    for dset_name, value in (("time", time.time()), ("step", world.current_step)):  # step last: it completes it
+    append_clock(group, index, time.time(), world.current_step)
+    world._file.flush()
+    return index
+
+
+def append_clock(group: h5py.Group, index: int, when: float, step: int) -> None:
+    """Record snapshot ``index``'s time and step; the step last: it completes the snapshot."""
+    for dset_name, value in (("time", when), ("step", step)):
         dset = group[dset_name]
         dset.resize((index + 1,))
         dset[index] = value
-    world._file.flush()
-    return index
 
 
 def _snapshot_bound(world: "World", group: h5py.Group) -> int:
     """The most bytes a snapshot can add to the file: every chunk stored uncompressed, plus room."""
     total = 1 << 20
     for name, layer in world.layers.items():
-        storage = world._storages[name]
         if layer.grid_class == "temporal":
-            nnz = storage.nnz if isinstance(storage, SparseStorage) else int(np.count_nonzero(storage.array))
+            nnz = layer.nnz
             chunk = group[_schema.history_names(world.spec, name)[1]].chunks[0]
             total += (nnz + 2 * chunk) * (8 + layer.dtype.itemsize)
         else:
@@ -201,6 +200,34 @@ def find(world: "World", step: Any) -> int:
     return int(matches[-1])
 
 
+def snapshot_cells(group: h5py.Group, spec: WorldSpec, name: str, index: int,
+                   path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Temporal layer ``name``'s non-zero cells at snapshot ``index`` of ``group`` (/history): ``(coords, values)``.
+
+    Checks that the snapshot's range fits the stored cells and that they lie
+    inside the world (:class:`WorldFormatError`). A SWMR reader refreshes the
+    datasets first. Used by :func:`read_state`, ``to_xarray`` and ``validate``.
+    """
+    where = f"layer {name!r} at snapshot {index}"
+    coords_name, values_name, start_name = _schema.history_names(spec, name)
+    starts, values, coords_dset = group[start_name], group[values_name], group[coords_name]
+    total = values.shape[0]
+    begin = int(starts[index])
+    # Up to where the next snapshot begins (its start is written before its cells, which a writer
+    # killed in between never wrote), or to the end.
+    end = min(int(starts[index + 1]), total) if index + 1 < starts.shape[0] else total
+    if not 0 <= begin <= end <= total or coords_dset.shape != (total, 2):
+        raise WorldFormatError(f"{path}: {where}: its cells [{begin}, {end}) do not fit the {total} stored")
+    coords = coords_dset[begin:end].astype(np.int64)
+    if len(coords) and (coords.min() < 0 or coords[:, 0].max() >= spec.height or coords[:, 1].max() >= spec.width):
+        raise WorldFormatError(f"{path}: {where}: coordinates lie outside the world")
+    # Snapshots store non-zero cells only; the rows up to the next snapshot's chunk boundary were
+    # never written and read as cell (0, 0) = 0: dropped.
+    values = values[begin:end]
+    keep = values != 0
+    return coords[keep], values[keep]
+
+
 def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Layer ``name`` at snapshot ``index``: a dense array, or ``(coords, values)`` of a temporal layer."""
     group = history_group(world)
@@ -208,30 +235,13 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
     where = f"layer {name!r} at snapshot {index}"
     with _schema.format_errors(world.path, where):
         if spec.layer(name).grid_class == "temporal":
-            coords_name, values_name, start_name = _schema.history_names(spec, name)
-            starts, values = group[start_name], group[values_name]
             if not world.writable and world._file.swmr_mode:
                 # The cells' extent first, then the starts: cells seen are never newer than the starts.
-                values.refresh()
+                coords_name, values_name, start_name = _schema.history_names(spec, name)
+                group[values_name].refresh()
                 group[coords_name].refresh()
-                starts.refresh()
-            total = values.shape[0]
-            begin = int(starts[index])
-            # Up to where the next snapshot begins (its start is written before its cells, which a writer
-            # killed in between never wrote), or to the end.
-            end = min(int(starts[index + 1]), total) if index + 1 < starts.shape[0] else total
-            if not 0 <= begin <= end <= total or group[coords_name].shape != (total, 2):
-                raise WorldFormatError(f"{world.path}: {where}: its cells [{begin}, {end}) do not fit the "
-                                       f"{total} stored")
-            coords = group[coords_name][begin:end].astype(np.int64)
-            if len(coords) and (coords.min() < 0 or coords[:, 0].max() >= spec.height
-                                or coords[:, 1].max() >= spec.width):
-                raise WorldFormatError(f"{world.path}: {where}: coordinates lie outside the world")
-            # Snapshots store non-zero cells only; the rows up to the next snapshot's chunk boundary were
-            # never written and read as cell (0, 0) = 0: dropped.
-            values = values[begin:end]
-            keep = values != 0
-            return coords[keep], values[keep]
+                group[start_name].refresh()
+            return snapshot_cells(group, spec, name, index, world.path)
         dset = group[name]
         if dset.shape[1:] != spec.shape_of(name) or dset.dtype != spec.layer(name).np_dtype:
             raise WorldFormatError(f"{world.path}: {where}: history dataset {dset.shape} {dset.dtype} disagrees "
@@ -321,11 +331,7 @@ class PastLayer:
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coords, values)`` of the non-zero cells, row-major order (as :meth:`Layer.coo`)."""
-        if isinstance(self._storage, SparseStorage):
-            return self._storage.coo()
-        array = self.numpy()
-        coords = np.argwhere(array)
-        return coords, array[tuple(coords.T)]
+        return coo_of(self._storage)
 
     def window(self, rows: slice, cols: slice) -> np.ndarray:
         """``[rows, cols]`` of a 2-D layer, decompressing only the chunks it touches."""

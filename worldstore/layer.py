@@ -15,18 +15,12 @@ import numpy as np
 
 from .errors import DepositError, LayerDtypeError, LayerShapeError, ReadOnlyWorldError, WorldClosedError
 from .spec import LayerSpec
+from .temporal import as_array
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .storage import LayerStorage
-
-
-def _as_numpy(values: Any) -> Any:
-    """Turn a torch tensor into an ndarray (on the CPU) without importing torch."""
-    if type(values).__module__.startswith("torch") and hasattr(values, "detach"):
-        return values.detach().cpu().numpy()
-    return values
 
 
 def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
@@ -53,8 +47,7 @@ def check_values(name: str, values: Any, selection_shape: tuple[int, ...], dtype
     representable in the layer's dtype (no floats into integer layers, no
     out-of-range integers, only bools into bool layers).
     """
-    values = _as_numpy(values)
-    array = np.asarray(values)
+    array = as_array(values)
     if array.dtype.kind not in "biuf":
         raise LayerDtypeError(f"layer {name!r}: cannot store values of dtype {array.dtype} in a "
                               f"{dtype.name} layer; nothing was written")
@@ -74,6 +67,14 @@ def check_values(name: str, values: Any, selection_shape: tuple[int, ...], dtype
         return converted
     return array
 
+
+def coo_of(storage: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A storage's non-zero cells as ``(coords, values)``, row-major: its own COO form when it is sparse."""
+    if storage.kind == "sparse":
+        return storage.coo()
+    array = storage.array
+    coords = np.argwhere(array)
+    return coords, array[tuple(coords.T)]
 
 class Layer:
     """One named grid of a :class:`~worldstore.World`.
@@ -185,12 +186,7 @@ class Layer:
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coords, values)`` of the non-zero cells: ``(nnz, ndim)`` int64 and ``(nnz,)``, row-major order."""
-        storage = self._live()
-        if storage.kind == "sparse":
-            return storage.coo()  # type: ignore[attr-defined]
-        array = storage.array
-        coords = np.argwhere(array)
-        return coords, array[tuple(coords.T)]
+        return coo_of(self._live())
 
     def sparse_tensor(self) -> "torch.Tensor":
         """The layer as a coalesced ``torch.sparse_coo_tensor`` (O(nnz) for sparse layers).

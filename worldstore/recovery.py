@@ -66,12 +66,18 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     return c
 
 
-def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
-    """``(offset, length before the checksum, status flags, size of offsets)`` of a version 2 or 3 superblock."""
+def _signature_offset(data: bytes) -> int | None:
+    """Where the superblock's signature lies in the file's first bytes (HDF5 looks at 0, 512, ... 4096), or None."""
     for offset in (0, 512, 1024, 2048, 4096):
         if data[offset:offset + 8] == _SIGNATURE:
-            break
-    else:
+            return offset
+    return None
+
+
+def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
+    """``(offset, length before the checksum, status flags, size of offsets)`` of a version 2 or 3 superblock."""
+    offset = _signature_offset(data)
+    if offset is None:
         raise WorldFormatError(f"{path}: no HDF5 superblock signature found")
     version = data[offset + 8]
     if version not in (2, 3):
@@ -87,21 +93,32 @@ def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
     return offset, length, data[offset + 11], size_of_offsets
 
 
-def status_flags(path: str | os.PathLike) -> int:
-    """The superblock's status flags: 0 when no writer has the file open (or left it so)."""
+#: Bytes that hold the superblock wherever HDF5 may put it (at 0, 512, ... 4096).
+_SUPERBLOCK_SPAN = 4096 + 128
+
+
+def _read_superblock(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The file's first bytes and :func:`_superblock` of them."""
     path = os.fspath(path)
     with open(path, "rb") as f:
-        data = f.read(4096 + 128)
-    return _superblock(data, path)[2]
+        data = f.read(_SUPERBLOCK_SPAN)
+    return data, _superblock(data, path)
+
+
+def status_flags(path: str | os.PathLike) -> int:
+    """The superblock's status flags: 0 when no writer has the file open (or left it so)."""
+    return _read_superblock(path)[1][2]
 
 
 def end_of_allocation(path: str | os.PathLike) -> int:
     """The superblock's end-of-allocation address (HDF5's EOA)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read(4096 + 128)
-    offset, _, _, size = _superblock(data, path)
-    field = offset + 12 + 2 * size
+    data, (offset, _, _, size) = _read_superblock(path)
+    return _end_of_allocation(data, offset, size)
+
+
+def _end_of_allocation(data: bytes, offset: int, size: int) -> int:
+    """The end-of-allocation address of the version 2 or 3 superblock at ``offset`` with ``size``-byte offsets."""
+    field = offset + 12 + 2 * size  # base address, superblock extension address, then the EOA
     return int.from_bytes(data[field:field + size], "little")
 
 
@@ -186,7 +203,7 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
                                "gone")
     fd = os.open(path, os.O_RDWR)
     try:
-        data = os.pread(fd, 4096 + 128, 0)
+        data = os.pread(fd, _SUPERBLOCK_SPAN, 0)
         offset, length, flags, size = _superblock(data, path)
         if flags == 0:
             return False
@@ -211,9 +228,8 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     journal was whole, so the file keeps the commit before), ``committed_step``
     and the ``snapshots`` there are.
     """
+    from .commit import replay  # commit and world import this module
     from .world import open as open_world
-
-    from .commit import replay
 
     path = os.fspath(path)
     cleared = clear_status_flags(path)

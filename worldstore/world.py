@@ -375,7 +375,8 @@ class World:
             current.array.fill(0)  # the dense dataset reads as zeros while the COO form holds the data
         else:
             # The new storage starts from the file's committed bytes: the values since come along.
-            replacement = self._dense_storage(layer, kind)
+            replacement = _dense_storage(group[layer], self._fd, kind, self.writable,
+                                         f"{self._path}: layer {layer!r}", "use memory storage for it")
             dense = replacement.array
             if isinstance(current, SparseStorage):
                 dense.fill(0)
@@ -391,16 +392,6 @@ class World:
         self._retired.append(self._storages[layer])
         self._storages[layer] = replacement
         self._layers[layer]._storage = replacement
-
-    def _dense_storage(self, name: str, kind: str) -> LayerStorage:
-        dset = self._file[_schema.LAYERS_GROUP][name]
-        extent = _schema.layer_extent(dset, os.fstat(self._fd).st_size, f"{self._path}: layer {name!r}")
-        if kind == "memory":
-            return MemoryStorage(dset, self.writable, self._fd, None if extent is None else extent[0])
-        if extent is None:
-            raise WorldFormatError(f"{self._path}: layer {name!r} is stored chunked or compressed and cannot be "
-                                   "mapped; use memory storage for it")
-        return MappedStorage(self._fd, extent[0], dset.shape, dset.dtype, self.writable)
 
     # -- persistence --------------------------------------------------------
     def commit(self, durable: bool = True) -> int:
@@ -505,9 +496,8 @@ class World:
             os.close(self._fd)
 
     def _consistent_read(self, read: Any) -> Any:
-        """``read()``, run again until no commit landed while it ran (readers; see :meth:`read`)."""
-        if self.writable:
-            return read()
+        """``read()``, run again until no commit landed while it ran (a read-only world's layer reads; see
+        :meth:`read`)."""
         return _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
 
     def _check_open(self) -> None:
@@ -766,12 +756,10 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     try:
         if writable:
             recovery.hold_writer_lock(fd, path)
-        file_size = os.fstat(fd).st_size
         group = h5file[_schema.LAYERS_GROUP]
         for layer in spec.layers:
             dset = group[layer.name]
             where = f"{path}: layer {layer.name!r}"
-            extent = _schema.layer_extent(dset, file_size, where)
             in_file_sparse = stored.layer(layer.name).storage == "sparse"
             coo = _schema.read_coo(group, spec, layer.name, where) if in_file_sparse else None
             if layer.storage == "sparse":
@@ -784,13 +772,8 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
             kind = layer.storage
             if coo is not None and not writable:
                 kind = "memory"  # a read-only mapping cannot receive the COO cells
-            if kind == "mapped":
-                if extent is None:
-                    raise WorldFormatError(f"{where} is stored chunked or compressed (for example by h5repack) "
-                                           f"and cannot be mapped; open with storage={{{layer.name!r}: 'memory'}}")
-                storage: LayerStorage = MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
-            else:
-                storage = MemoryStorage(dset, writable, fd, None if extent is None else extent[0])
+            storage = _dense_storage(dset, fd, kind, writable, where,
+                                     f"open with storage={{{layer.name!r}: 'memory'}}", " (for example by h5repack)")
             if coo is not None:
                 dense = storage.private_array()
                 dense.fill(0)
@@ -809,3 +792,15 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     if world._sequence_offset is not None:
         world._sequence = _commit.read_sequence(fd, world._sequence_offset)[0]
     return world
+
+
+def _dense_storage(dset: h5py.Dataset, fd: int, kind: str, writable: bool, where: str, remedy: str,
+                   example: str = "") -> LayerStorage:
+    """A dense layer's storage of ``kind`` (mapped or memory) over ``dset``; a chunked dataset cannot be mapped
+    (the error says ``remedy``)."""
+    extent = _schema.layer_extent(dset, os.fstat(fd).st_size, where)
+    if kind == "memory":
+        return MemoryStorage(dset, writable, fd, None if extent is None else extent[0])
+    if extent is None:
+        raise WorldFormatError(f"{where} is stored chunked or compressed{example} and cannot be mapped; {remedy}")
+    return MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)

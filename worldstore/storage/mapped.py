@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 from .. import _native
-from .pages import PAGE, PageSet, file_region, map_region, runs
+from .pages import PAGE, PageSet, map_region, runs
 
 #: The blocks a writer copies on first write (worldstore/_cow.c): 2 MiB, a huge page.
 _BLOCK = 2 << 20
@@ -173,20 +173,14 @@ class MappedStorage:
         if not len(blocks):
             return []
         nbytes = self._end - self._begin
-        mine = self._array.reshape(-1).view(np.uint8)
-        theirs = file_region(self._fd, self._offset, nbytes, mmap.ACCESS_READ)
         skew = self._address % _BLOCK  # where the mapping starts within its first block
-        pages = []
+        spans = []
         for block in blocks.tolist():
             lo = max(block * _BLOCK - skew - self._begin, 0)  # the block's bytes, from the layer's first
             hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
-            if lo >= hi:
-                continue
-            first, end = lo // PAGE, -(-hi // PAGE)
-            span = slice(first * PAGE, min(end * PAGE, nbytes))
-            pages.append(_native.changed_pages(mine[span], theirs[span], PAGE) + first)
-        return [PageSet.gather(self._offset, mine, np.unique(np.concatenate(pages)) if pages else
-                               np.empty(0, np.int64))]
+            if lo < hi:
+                spans.append((lo // PAGE, -(-hi // PAGE)))
+        return [PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans)]
 
     def drop_private(self) -> None:
         """After a commit: the written pages read the file again (which now holds the same bytes)."""

@@ -7,14 +7,12 @@ be mapped (chunked or compressed by another tool such as h5repack).
 
 from __future__ import annotations
 
-import mmap
 import os
 
 import h5py
 import numpy as np
 
-from .. import _native
-from .pages import PAGE, PageSet, file_region
+from .pages import PAGE, PageSet
 
 
 class MemoryStorage:
@@ -54,8 +52,7 @@ class MemoryStorage:
         region = self._data.reshape(-1).view(np.uint8)
         if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
             return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
-        theirs = file_region(self._fd, self._offset, len(region), mmap.ACCESS_READ)
-        return [PageSet.gather(self._offset, region, _native.changed_pages(region, theirs, PAGE))]
+        return [PageSet.changed(self._fd, self._offset, region)]
 
     def drop_private(self) -> None:
         pass

@@ -14,6 +14,8 @@ import mmap
 
 import numpy as np
 
+from .. import _native
+
 PAGE = mmap.PAGESIZE
 
 
@@ -36,6 +38,19 @@ class PageSet:
             parts.append(tail)
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return cls(offset, len(region), pages, data)
+
+    @classmethod
+    def changed(cls, fd: int, offset: int, region: np.ndarray,
+                spans: list[tuple[int, int]] | None = None) -> "PageSet":
+        """The pages of ``region`` (this process's bytes for the file's region at ``offset``) that differ from
+        the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere)."""
+        theirs = file_region(fd, offset, len(region), mmap.ACCESS_READ)
+        if spans is None:
+            spans = [(0, -(-len(region) // PAGE))]
+        found = [_native.changed_pages(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], PAGE)
+                 + first for first, end in spans]
+        pages = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        return cls.gather(offset, region, pages)
 
     def scatter(self, region: np.ndarray) -> None:
         """Write the pages into ``region`` (a flat, writable uint8 array of the region's bytes)."""
