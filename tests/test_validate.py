@@ -122,6 +122,16 @@ def test_file_check_of_a_fresh_agentfarm_world(tmp_path):
     assert rows(report)["history snapshots"]["figures"]["snapshots"] == 0
 
 
+def test_nan_in_a_float_layer_passes(world_file):
+    with worldstore.open(world_file, "r+") as world:  # NaN is a value a float layer may hold
+        world["RES_F32"][2, 3] = np.nan
+        world["MEMORY"][0, 1, 1] = np.float16(np.nan)
+        world.snapshot()
+    report = validate(world_file)
+    assert report["passed"], [(row["check"], row["detail"]) for row in report["checks"] if not row["passed"]]
+    assert rows(report)["library reads"]["status"] == "pass"
+
+
 def test_file_check_refuses_self_test_settings(world_file):
     with pytest.raises(worldstore.SpecError, match="self-test"):
         validate(world_file, size=(64, 64))

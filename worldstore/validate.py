@@ -52,12 +52,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _schema
+from . import _schema, history, recovery
 from ._version import __version__
+from .commit import journal_path, read_journal
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
 from .spec import GRID_CLASSES, LayerSpec, WorldSpec, parse_size
-from .commit import journal_path, read_journal
-from .world import check_path
+from .world import check_path, create
+from .world import open as open_world
 
 #: The report's schema name; new keys may be added, existing keys keep their meaning.
 SCHEMA = "worldstore.validate/1"
@@ -423,10 +424,18 @@ class _SelfTest:
             positions[1] = (self.height - 1, self.width - 1)
         return positions
 
+    def _apply(self, ops: Sequence[tuple]) -> None:
+        """Apply workload ops to the numpy reference, then to each world."""
+        for op in ops:
+            _apply_array(self.reference, op, self.spec)
+        for kind in KINDS:
+            for op in ops:
+                _apply_world(self.worlds[kind], op)
+
     # -- correctness -----------------------------------------------------------------
     def _create(self) -> dict[str, Any]:
         for kind in KINDS:
-            self.worlds[kind] = _create_world(self.paths[kind], self.specs[kind])
+            self.worlds[kind] = create(self.paths[kind], self.specs[kind], overwrite=True)
         for layer in self.spec.layers:
             shape = self.spec.shape_of(layer.name)
             self.reference[layer.name] = np.full(shape, layer.fill_value, dtype=layer.np_dtype)
@@ -456,17 +465,11 @@ class _SelfTest:
         ops.append(("view_add_at", "RESOURCES", (ys, xs), self._values((points,), np.float32)))
         ops.append(("view_scale", "TERRAIN_COST", None, np.float32(0.999)))
         ops.append(("tensor_set", "TERRAIN_COST", self._window(), 2.5))
-        for op in ops:
-            _apply_array(self.reference, op)
-        rows = []
-        for kind in KINDS:
-            world = self.worlds[kind]
-            for op in ops:
-                _apply_world(world, op)
-            rows.append(_equality_row(self.STEPS[1][KINDS.index(kind)], world, ENVIRONMENT, self.reference,
-                                      f"{len(ops)} writes: checked windows, numpy views (scatter, add.at, "
-                                      "whole layer), a torch view"))
-        return rows
+        self._apply(ops)
+        return [_equality_row(name, self.worlds[kind], ENVIRONMENT, self.reference,
+                              f"{len(ops)} writes: checked windows, numpy views (scatter, add.at, whole layer), "
+                              "a torch view")
+                for name, kind in zip(self.STEPS[1], KINDS)]
 
     def _agent_ops(self) -> list[tuple]:
         ops: list[tuple] = [("remember", np.arange(self.agents), self._positions(), RADIUS)]
@@ -479,19 +482,10 @@ class _SelfTest:
         return ops
 
     def _agents(self) -> list[dict[str, Any]]:
-        ops = self._agent_ops()
-        ops = [op if op[0] != "remember" or op[2] is not None else
-               ("remember", op[1], self._positions()[:len(op[1])], op[3]) for op in ops]
-        for op in ops:
-            _apply_array(self.reference, op, self.spec)
-        rows = []
-        for kind in KINDS:
-            world = self.worlds[kind]
-            for op in ops:
-                _apply_world(world, op)
-            rows.append(_equality_row(self.STEPS[2][KINDS.index(kind)], world, (AGENT,), self.reference,
-                                      f"remember() of {self.agents} agents where VISIBILITY allows, checked writes"))
-        return rows
+        self._apply([self._concrete(op) for op in self._agent_ops()])
+        return [_equality_row(name, self.worlds[kind], (AGENT,), self.reference,
+                              f"remember() of {self.agents} agents where VISIBILITY allows, checked writes")
+                for name, kind in zip(self.STEPS[2], KINDS)]
 
     def _temporal_ops(self, steps: int) -> list[tuple]:
         cells = self.height * self.width
@@ -511,11 +505,7 @@ class _SelfTest:
 
     def _temporal(self) -> list[dict[str, Any]]:
         ops = self._temporal_ops(6)
-        for op in ops:
-            _apply_array(self.reference, op, self.spec)
-        for kind in KINDS:
-            for op in ops:
-                _apply_world(self.worlds[kind], op)
+        self._apply(ops)
         deposits = sum(len(op[2]) for op in ops if op[0] == "deposit")
         what = f"{deposits} deposits (add, max, set), 6 steps of decay"
         rows = [_equality_row(self.STEPS[3][i], self.worlds[kind], (DENSE_TEMPORAL,), self.reference, what)
@@ -589,12 +579,7 @@ class _SelfTest:
             if round_no == 0:  # change every class of layer before the second snapshot
                 ops = ([("set", name, self._window(), None) for name in ENVIRONMENT]
                        + self._temporal_ops(2) + self._agent_ops()[:3])
-                ops = [self._concrete(op) for op in ops]
-                for op in ops:
-                    _apply_array(self.reference, op, self.spec)
-                for kind in KINDS:
-                    for op in ops:
-                        _apply_world(self.worlds[kind], op)
+                self._apply([self._concrete(op) for op in ops])
         problems = []
         positions = self._positions()
         for kind in KINDS:
@@ -633,8 +618,6 @@ class _SelfTest:
         for world in self.worlds.values():
             world.close()
         self.worlds.clear()
-        from .world import open as open_world
-
         problems = []
         for kind, other in zip(KINDS, KINDS[::-1]):  # each file read with the other kind too
             for reading in (kind, other):
@@ -670,8 +653,6 @@ class _SelfTest:
 
     # -- latency -------------------------------------------------------------------------
     def _latency(self) -> list[dict[str, Any]]:
-        from .world import open as open_world
-
         names = self.STEPS[8]
         if not all(os.path.exists(p) for p in self.paths.values()):
             raise _NotRun("the temporary worlds were not created")
@@ -772,13 +753,7 @@ class _SelfTest:
         return _row(check, passed, detail, figure, bound_bytes=RSS_BOUND, worlds=results)
 
 
-def _create_world(path: str, spec: WorldSpec) -> Any:
-    from .world import create
-
-    return create(path, spec, overwrite=True)
-
-
-def _apply_array(reference: dict[str, np.ndarray], op: tuple, spec: WorldSpec | None = None) -> None:
+def _apply_array(reference: dict[str, np.ndarray], op: tuple, spec: WorldSpec) -> None:
     """Apply one workload op to the plain numpy reference."""
     kind = op[0]
     if kind in ("set", "tensor_set"):
@@ -813,7 +788,6 @@ def _apply_array(reference: dict[str, np.ndarray], op: tuple, spec: WorldSpec | 
             last, where = np.unique(cells[::-1], return_index=True)
             flat[last] = values[::-1][where]
     elif kind == "step":
-        assert spec is not None
         for layer in spec.layers:
             if layer.grid_class == "temporal":
                 array = reference[layer.name]
@@ -938,7 +912,7 @@ def _touch_mapped_world(path: str, shape: tuple[int, int], agents: int, rng: np.
     ))
     gc.collect()
     before = _rss_anon() or 0
-    world = _create_world(path, spec)
+    world = create(path, spec, overwrite=True)
     try:
         world_bytes = os.path.getsize(path)
         resources, memory = world["RESOURCES"].numpy(), world[AGENT].numpy()
@@ -1038,28 +1012,26 @@ class _FileCheck:
 
     # -- the file as bytes -------------------------------------------------------------
     def _superblock(self) -> dict[str, Any]:
-        from . import recovery
-
         check = "superblock"
         with open(self.path, "rb") as f:
-            head = f.read(4096 + 128)
-        if b"\x89HDF\r\n\x1a\n" not in head[:4096 + 8]:
+            head = f.read(recovery._SUPERBLOCK_SPAN)
+        start = recovery._signature_offset(head)
+        if start is None:
             self.stop = "not an HDF5 file"
             return _row(check, False, f"no HDF5 signature at 0, 512, 1024, 2048 or 4096: not an HDF5 file "
                                       f"({_bytes(self.size)})", "not HDF5")
-        start = head.index(b"\x89HDF\r\n\x1a\n")
-        if head[start + 8] in (0, 1):
-            return _row(check, True, f"signature, version {head[start + 8]} (an older superblock: no checksum, "
-                                     "no status flags)", f"v{head[start + 8]}, {_bytes(self.size)}",
-                        version=int(head[start + 8]), file_bytes=self.size)
+        version = head[start + 8]
+        if version in (0, 1):
+            return _row(check, True, f"signature, version {version} (an older superblock: no checksum, "
+                                     "no status flags)", f"v{version}, {_bytes(self.size)}",
+                        version=int(version), file_bytes=self.size)
         try:
-            self.flags = recovery.status_flags(self.path)  # verifies the superblock's lookup3 checksum
-            self.eoa = recovery.end_of_allocation(self.path)
+            offset, _, self.flags, size = recovery._superblock(head, self.path)  # verifies its lookup3 checksum
         except WorldstoreError as exc:
             self.stop = "the superblock is damaged"
             return _row(check, False, str(exc), "damaged")
+        self.eoa = recovery._end_of_allocation(head, offset, size)
         self.verified["superblock"] = 1
-        version = head[start + 8]
         figure = f"v{version}, {_bytes(self.size)}"
         if self.eoa > self.size:
             self.stop = "the file is truncated"
@@ -1071,8 +1043,6 @@ class _FileCheck:
                     file_bytes=self.size)
 
     def _writer(self) -> dict[str, Any]:
-        from . import recovery
-
         check = "writer status"
         self.in_use = recovery.in_use(self.path)  # any process holding HDF5's lock, reader or writer
         journal = journal_path(self.path)
@@ -1149,8 +1119,6 @@ class _FileCheck:
         for layer in spec.layers:
             dset = group[layer.name]
             attrs = dset.attrs
-            if dset.dtype != layer.np_dtype:
-                problems.append(f"{layer.name}: dtype {dset.dtype}, described {layer.np_dtype}")
             for key in ("_FillValue", _schema.A_PAD):
                 if key in attrs and np.asarray(attrs[key]).dtype != layer.np_dtype:
                     problems.append(f"{layer.name}: attribute {key} is {np.asarray(attrs[key]).dtype}, the layer "
@@ -1242,17 +1210,11 @@ class _FileCheck:
         spec, f = self.spec, self.f
         problems = []
         attached = 0
-        expect: dict[str, np.ndarray] = {"y": np.arange(spec.height), "x": np.arange(spec.width),
-                                         "agent": np.arange(spec.agents)}
-        for layer in spec.layers:
-            if layer.grid_class == "observation":
-                _, channel, dy, dx = spec.dims_of(layer.name)
-                offsets = np.arange(-int(layer.radius), int(layer.radius) + 1)
-                expect.update({channel: np.arange(len(layer.channels)), dy: offsets, dx: offsets})
+        expect = _schema.grid_scale_values(spec)
         groups = [(f[_schema.LAYERS_GROUP], "")]
-        history = f.get(_schema.HISTORY_GROUP)
-        if isinstance(history, h5py.Group):
-            groups.append((history, "step"))
+        past = f.get(_schema.HISTORY_GROUP)
+        if isinstance(past, h5py.Group):
+            groups.append((past, "step"))
         for group, first in groups:
             for layer in spec.layers:
                 if group.name.endswith(_schema.HISTORY_GROUP) and layer.grid_class == "temporal":
@@ -1329,13 +1291,8 @@ class _FileCheck:
                 if _is_layer(spec, name) and stored >= _schema.ALIGNMENT and offset % _schema.ALIGNMENT:
                     unaligned.append(name)
             elif layout == h5py.h5d.CHUNKED:
-                chunks: list[tuple[int, int, str]] = []
-
-                def add(info, name=name, chunks=chunks) -> None:
-                    chunks.append((info.byte_offset, info.byte_offset + info.size, f"/{name} chunk {info.chunk_offset}"))
-
-                dset.id.chunk_iter(add)
-                extents += chunks
+                extents += [(info.byte_offset, info.byte_offset + info.size, f"/{name} chunk {info.chunk_offset}")
+                            for info in _chunk_infos(dset)]
                 if _is_layer(spec, name):
                     notes.append(f"/{name} is chunked: it opens with memory storage only")
         for start, end, what in extents:
@@ -1409,7 +1366,7 @@ class _FileCheck:
                 problems.append(f"{layer.name}: stored dense, yet its COO datasets hold {values.shape[0]} cells")
             c, v = coords[...].astype(np.int64), values[...]
             cells += len(v)
-            problems += [f"{layer.name}: {p}" for p in _coo_problems(c, v, spec.height, spec.width, ordered=True)]
+            problems += [f"{layer.name}: {p}" for p in _coo_problems(c, v, spec.height, spec.width)]
             self.digest.update(f"{layer.name}:coo".encode() + c.tobytes() + v.tobytes())
         figure = f"{sparse} sparse, {_count(cells)} cells"
         if problems:
@@ -1435,7 +1392,7 @@ class _FileCheck:
         if step.ndim != 1 or when.ndim != 1 or step.dtype.kind != "i" or when.dtype.kind != "f":
             problems.append(f"step {step.dtype}{step.shape} / time {when.dtype}{when.shape}: expected 1-D int and "
                             "float")
-        count = min(step.shape[0], when.shape[0])
+        count = history.snapshot_count(group)  # raises where step or time is not 1-D
         if step.shape[0] > when.shape[0]:
             problems.append(f"{step.shape[0]} steps but {when.shape[0]} times (step is written last)")
         unfinished = when.shape[0] - count
@@ -1499,27 +1456,22 @@ class _FileCheck:
         for layer in spec.layers:
             names = _schema.history_names(spec, layer.name)
             if layer.grid_class == "temporal":
-                coords, values, starts = (group[n] for n in names)
-                bounds = np.append(starts[...], values.shape[0])
                 for i in range(count):
-                    c = coords[bounds[i]:bounds[i + 1]].astype(np.int64)
-                    v = values[bounds[i]:bounds[i + 1]]
-                    # Each snapshot starts on a chunk boundary: the rows between its last cell and the next
-                    # snapshot's start were never written and read as (0, 0) = 0. Real cells are non-zero.
-                    real = v != 0
-                    cells += int(real.sum())
+                    try:  # its range and coordinates checked, the never-written zero rows dropped
+                        c, v = history.snapshot_cells(group, spec, layer.name, i, self.path)
+                    except WorldFormatError as exc:
+                        problems.append(f"{layer.name} snapshot {i}: {exc}")
+                        continue
+                    cells += len(v)
                     problems += [f"{layer.name} snapshot {i}: {p}"
-                                 for p in _coo_problems(c[real], v[real], spec.height, spec.width, ordered=True)]
+                                 for p in _coo_problems(c, v, spec.height, spec.width)]
                 continue
             dset = group[names[0]]
             per_snapshot = math.prod(-(-extent // chunk) for extent, chunk in zip(dset.shape[1:], dset.chunks[1:]))
             present = np.zeros(max(count, 1), dtype=np.int64)
-
-            def add(info, present=present) -> None:
-                if info.chunk_offset[0] < count:
+            for info in _chunk_infos(dset):
+                if info.chunk_offset[0] < count:  # beyond: an unfinished snapshot's
                     present[info.chunk_offset[0]] += 1
-
-            dset.id.chunk_iter(add)
             short = np.flatnonzero(present[:count] != per_snapshot)
             if len(short):
                 problems.append(f"{layer.name}: snapshot(s) {short.tolist()[:8]} lack chunks "
@@ -1542,10 +1494,8 @@ class _FileCheck:
             dcpl = dset.id.get_create_plist()
             codes = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
             filters_seen.update(_filter_name(c) for c in codes)
-            infos: list[Any] = []
-            dset.id.chunk_iter(infos.append)
             digest = hashlib.blake2b(digest_size=16)
-            for info in sorted(infos, key=lambda i: i.chunk_offset):
+            for info in sorted(_chunk_infos(dset), key=lambda i: i.chunk_offset):
                 index = tuple(slice(o, min(o + c, s)) for o, c, s in zip(info.chunk_offset, dset.chunks, dset.shape))
                 stored_bytes += info.size
                 try:
@@ -1584,8 +1534,6 @@ class _FileCheck:
                                 "while it is read", "skipped")
         self.f.close()  # the library opens the file itself
         self.f = None
-        from .world import open as open_world
-
         spec = self.spec
         problems, reads = [], 0
         with open_world(self.path, "r") as world, h5py.File(self.path, "r") as f:
@@ -1597,7 +1545,7 @@ class _FileCheck:
                 except (IndexError, ValueError) as exc:  # cells outside the world: reported above
                     problems.append(f"{name}: its stored cells do not fit the world ({_one_line(exc)})")
                     continue
-                if not np.array_equal(got, stored):
+                if not np.array_equal(got, stored, equal_nan=got.dtype.kind == "f"):  # a NaN read back is equal
                     problems.append(f"{name}: the library reads values other than HDF5's")
             steps = []
             if self.has_history:
@@ -1658,6 +1606,13 @@ def _is_layer(spec: WorldSpec | None, name: str) -> bool:
     return spec is not None and len(parts) == 2 and parts[0] == _schema.LAYERS_GROUP and parts[1] in spec.layer_names
 
 
+def _chunk_infos(dset: h5py.Dataset) -> list[Any]:
+    """Every stored chunk of ``dset`` (``chunk_offset``, ``filter_mask``, ``byte_offset``, ``size``), from its index."""
+    infos: list[Any] = []
+    dset.id.chunk_iter(infos.append)
+    return infos
+
+
 def _slabs(dset: h5py.Dataset) -> list[Any]:
     """Index tuples reading ``dset`` in slabs of at most ``_SLAB`` bytes along its first axis."""
     if dset.ndim == 0 or dset.size == 0:
@@ -1667,7 +1622,7 @@ def _slabs(dset: h5py.Dataset) -> list[Any]:
     return [(slice(start, min(start + step, dset.shape[0])),) for start in range(0, dset.shape[0], step)]
 
 
-def _coo_problems(coords: np.ndarray, values: np.ndarray, height: int, width: int, ordered: bool) -> list[str]:
+def _coo_problems(coords: np.ndarray, values: np.ndarray, height: int, width: int) -> list[str]:
     problems = []
     if not len(coords):
         return problems
@@ -1676,7 +1631,7 @@ def _coo_problems(coords: np.ndarray, values: np.ndarray, height: int, width: in
         first = int(np.argmax(outside))
         problems.append(f"{int(outside.sum())} coordinates outside the {height}x{width} world, the first "
                         f"{tuple(int(v) for v in coords[first])} at row {first}")
-    elif ordered:
+    else:
         cells = coords[:, 0] * width + coords[:, 1]
         if (np.diff(cells) <= 0).any():
             problems.append("coordinates are not strictly row-major (a cell repeats or the order is broken)")
