@@ -276,3 +276,33 @@ def test_a_second_writer_gets_world_locked_error(world_path):
             assert world_path in str(info.value) and isinstance(info.value, OSError)
     assert holder.returncode == 0
     worldstore.open(world_path, "r+").close()  # released: opens again
+
+
+# -- a layer HDF5 stores chunked (rewritten by h5repack, say) --------------------
+
+def test_a_chunked_layer_cannot_be_mapped_and_the_errors_say_what_to_do(tmp_path):
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, every_class_spec()) as world:
+        world["RES_F32"][...] = np.arange(24 * 20, dtype=np.float32).reshape(24, 20)
+        before = world["RES_F32"].numpy().copy()
+    with h5py.File(path, "r+") as f:  # the layer's bytes rewritten chunked, its attributes kept
+        data, attrs = f["layers/RES_F32"][...], dict(f["layers/RES_F32"].attrs)
+        del f["layers/RES_F32"]
+        dset = f["layers"].create_dataset("RES_F32", data=data, chunks=(8, 8), compression="gzip")
+        dset.attrs.update({key: value for key, value in attrs.items() if key != "DIMENSION_LIST"})
+    unchanged = digest(path)
+    with pytest.raises(worldstore.WorldFormatError, match=r"'RES_F32' is stored chunked or compressed "
+                       r"\(for example by h5repack\) and cannot be mapped; open with storage=\{'RES_F32': "
+                       r"'memory'\}"):
+        worldstore.open(path, "r+")
+    assert digest(path) == unchanged
+    with worldstore.open(path, "r+", storage={"RES_F32": "memory"}) as world:
+        with pytest.raises(worldstore.WorldFormatError, match="'RES_F32' is stored chunked or compressed and "
+                           "cannot be mapped; use memory storage for it"):
+            world.set_storage("RES_F32", "mapped")
+        assert world["RES_F32"].storage == "memory"
+        np.testing.assert_array_equal(world["RES_F32"].numpy(), before)
+    with worldstore.open(path, storage={"RES_F32": "memory"}) as world:  # the layer as it was, still chunked
+        np.testing.assert_array_equal(world["RES_F32"].numpy(), before)
+    with h5py.File(path, "r") as f:
+        assert f["layers/RES_F32"].chunks == (8, 8)
