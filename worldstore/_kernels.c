@@ -254,8 +254,8 @@ static void fill(float *out, int64_t count, float value)
  * same agent, channel, row order) with a prefetch into L2
  * (__builtin_prefetch locality 1: prefetcht2 on x86). Into L2, not L1: the
  * rows in flight outgrow L1. Rows longer than PREFETCH_BYTES are left to the
- * hardware, which follows a row once it has begun; prefetching them too cost
- * up to 6% at radius 64. Measured on the machines in README, "Observations".
+ * hardware, which follows a row once it has begun (prefetching them too was
+ * slower at radius 64). Figures: README, "Observations".
  */
 typedef struct {
     int64_t channels;
