@@ -1,4 +1,4 @@
-"""Builds worldstore's compiled kernels (worldstore/_kernels.c, _cow.c) as a plain shared library.
+"""Builds worldstore's compiled kernels (worldstore/_kernels.c, _cow.c, _guard.c) as a plain shared library.
 
 Everything else is in pyproject.toml. The library has no Python API: worldstore
 loads it with ctypes and falls back to numpy where it is missing, so a build
@@ -29,7 +29,8 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("worldstore._kernels", ["worldstore/_kernels.c", "worldstore/_cow.c"],
+    ext_modules=[Extension("worldstore._kernels", ["worldstore/_kernels.c", "worldstore/_cow.c", "worldstore/_guard.c"],
+                           depends=["worldstore/_signals.h"],
                            extra_compile_args=["-O3", "-fno-fast-math", "-fno-trapping-math", "-ffp-contract=off",
                                                "-pthread"],
                            extra_link_args=["-pthread"])],

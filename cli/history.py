@@ -9,16 +9,25 @@ import click
 
 import worldstore
 
-from .options import format_bytes, json_option, path_argument, progress
+from .options import format_bytes, interrupted_means, json_option, path_argument, progress, sigint
 
 
 @click.command(short_help="Append the world's committed state to its history.")
 @path_argument
 @json_option
 def snapshot(path, as_json):
-    """Commit the world file PATH and append every layer's state to its history."""
-    with worldstore.open(path, "r+") as world, progress("snapshot", len(world.layers)) as on_layer:
-        record = world.snapshot(on_progress=on_layer)
+    """Commit the world file PATH and append every layer's state to its history.
+
+    Ctrl-C abandons the snapshot between two layers: the file keeps its commit and its history as
+    they were (the next snapshot overwrites what was copied), and the exit code is 130.
+    """
+    with worldstore.open(path, "r+") as world:
+        def abandoned(exc) -> str:
+            return (f"the snapshot was abandoned after {exc.done} of {len(world.layers)} layers; {path} holds "
+                    f"its last commit (step {world.committed_step}) and the snapshots it had")
+
+        with interrupted_means(abandoned), progress("snapshot", len(world.layers)) as on_layer:
+            record = world.snapshot(on_progress=on_layer)
     click.echo(json.dumps(record) if as_json else
                f"snapshot {record['index']} of {path} at step {record['step']}")
 
@@ -28,7 +37,7 @@ def snapshot(path, as_json):
 @json_option
 def history(path, as_json):
     """List the snapshots in the world file PATH: index, step, time and bytes stored. Changes nothing."""
-    with worldstore.open(path) as world:
+    with sigint.anywhere(f"{path} was only read"), worldstore.open(path) as world:
         records = world.history()
     if as_json:
         click.echo(json.dumps(records))
@@ -46,7 +55,11 @@ def history(path, as_json):
 @path_argument
 @click.argument("step", type=int)
 def restore(path, step):
-    """Make the state of the world file PATH at snapshot STEP live again (later snapshots stay)."""
+    """Make the state of the world file PATH at snapshot STEP live again (later snapshots stay).
+
+    Ctrl-C does not cut a restore short (half the layers restored is no state the world ever had):
+    the restore finishes and is committed, then the command exits with 130.
+    """
     with worldstore.open(path, "r+") as world:
         world.restore(step)
     click.echo(f"{path}: restored step {step}")
@@ -64,9 +77,13 @@ def compact_command(path, keep_last, keep_every, codec, as_json):
 
     Every copied layer and snapshot is checked against the original by checksum before the new
     file replaces it; the original is untouched if anything fails or the run is killed. Refuses
-    a file that a writer holds.
+    a file that a writer holds. Ctrl-C stops it the same way: the partial copy is removed and the
+    exit code is 130.
     """
-    with progress("compacting", 100) as on_step:
+    def abandoned(exc) -> str:
+        return f"compaction abandoned: {path} is unchanged (the partial copy was removed)"
+
+    with interrupted_means(abandoned), progress("compacting", 100) as on_step:
         report = worldstore.compact(path, keep_last=keep_last, keep_every=keep_every, codec=codec,
                                     on_progress=lambda done, total: on_step(100 * done // max(1, total), 100))
     if as_json:

@@ -8,7 +8,7 @@ import click
 
 import worldstore
 
-from .options import format_bytes, json_option, path_argument
+from .options import format_bytes, json_option, path_argument, sigint
 
 _COLUMNS = ("name", "class", "dtype", "shape", "storage", "on disk", "fill", "pad", "nnz (density)")
 
@@ -21,7 +21,8 @@ def inspect(path, as_json):
 
     --json prints the documented inspect schema (see README).
     """
-    info = worldstore.inspect(path)
+    with sigint.anywhere(f"{path} was only read"):
+        info = worldstore.inspect(path)
     click.echo(json.dumps(info, indent=2) if as_json else render(info))
 
 

@@ -9,7 +9,7 @@ import click
 import worldstore
 from worldstore.render import COLORMAPS
 
-from .options import json_option, path_argument, progress
+from .options import interrupted_means, json_option, path_argument, progress
 
 
 @click.command(short_help="Draw a layer as a PNG (or a GIF across the history).")
@@ -35,7 +35,8 @@ def render(path, layer, out, step, agent, colormap, gif, max_size, as_json):
             if step is not None:
                 raise click.UsageError("--gif draws every snapshot; leave out --step")
             steps = len(world.history())
-            with progress("drawing frames", max(1, steps)) as on_frame:
+            with interrupted_means(lambda exc: f"no GIF was written ({path} was only read)"), \
+                    progress("drawing frames", max(1, steps)) as on_frame:
                 report = worldstore.render_gif(world, layer, out, agent=agent, colormap=colormap,
                                                max_size=max_size, on_frame=on_frame)
         else:

@@ -9,7 +9,7 @@ import click
 from worldstore.validate import report_json
 from worldstore.validate import validate as run_validation
 
-from .options import SizeType, json_option, progress
+from .options import SizeType, interrupted_means, json_option, progress
 
 _RESULT = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
 
@@ -40,7 +40,12 @@ def validate(path, size, agents, rounds, directory, verbose, as_json):
                                           ("--dir", directory)) if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} apply to the self-test (no PATH), not to checking a file")
-    with progress("validating", 100) as on_step:
+
+    def stopped(exc) -> str:
+        return (f"validation stopped: {path} was only read" if path is not None else
+                "validation stopped: its temporary worlds were removed")
+
+    with interrupted_means(stopped), progress("validating", 100) as on_step:
         report = run_validation(path, size=size, agents=agents, rounds=rounds, directory=directory,
                                 on_progress=lambda done, total: on_step(100 * done // max(1, total), 100))
     click.echo(report_json(report) if as_json else render(report, verbose))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import every_class_spec, held_open, python_env, run_python
 from test_history import advance
+from test_validate import as_older_bool_attributes
 
 import worldstore
 from worldstore import (
@@ -146,6 +148,32 @@ def test_cf_units_and_masking(tmp_path):
     # what CF decoding of the plain attributes gives, xarray's own way
     decoded = xr.decode_cf(to_xarray(path))
     np.testing.assert_array_equal(decoded["LEVEL"].values[0], level)
+
+
+def test_bool_layers_attributes_save_with_to_netcdf_in_new_and_older_files(tmp_path):
+    """A bool layer's ``_FillValue`` and ``pad_value`` are int8 0/1 (netCDF writers refuse numpy bools), also
+    when an older file holds them as HDF5 enum attributes; an agentfarm world with history saves."""
+    pytest.importorskip("h5netcdf")
+    new, old = str(tmp_path / "new.h5"), str(tmp_path / "old.h5")
+    build(new, seed=5, snapshots=2, spec=worldstore.presets.agentfarm(20, 16, 2, obs_radius=1))
+    shutil.copyfile(new, old)
+    as_older_bool_attributes(old)
+    expected = {"OBSTACLES": (0, 1), "VISIBILITY": (1, 0)}
+    for path in (new, old):
+        ds = to_xarray(path)
+        for name, (fill, pad) in expected.items():
+            attrs = ds[name].attrs
+            assert (attrs["_FillValue"], attrs["pad_value"]) == (fill, pad), (path, name)
+            assert attrs["_FillValue"].dtype == attrs["pad_value"].dtype == np.int8, (path, name)
+        ds.to_netcdf(tmp_path / "all.nc", engine="h5netcdf")
+        ds.isel(step=-1).to_netcdf(tmp_path / "last.nc", engine="h5netcdf")
+        ds[list(expected)].mean(["y", "x"], keep_attrs=True).to_netcdf(tmp_path / "mean.nc", engine="h5netcdf")
+        to_xarray(path, mask_fill=True).to_netcdf(tmp_path / "masked.nc", engine="h5netcdf")
+        with xr.open_dataset(tmp_path / "all.nc", engine="h5netcdf", mask_and_scale=False) as back:
+            for name in expected:
+                np.testing.assert_array_equal(back[name].values.astype(bool), ds[name].values, err_msg=name)
+    xr.testing.assert_identical(to_xarray(old, history=False).drop_attrs(deep=False).compute(),
+                                to_xarray(new, history=False).drop_attrs(deep=False).compute())
 
 
 def test_reading_is_lazy(worlds, monkeypatch):

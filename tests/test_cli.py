@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import run_cli
+from conftest import python_env, run_cli
 
 import worldstore
 from cli.main import main
@@ -279,3 +286,242 @@ def test_render_command(tmp_path):
     proc = run_cli("render", path, "AGENT_MEMORY", "-o", tmp_path / "x.png")
     assert proc.returncode == 1
     assert_one_line_error(proc.stderr, "say which agent")
+
+
+# -- Ctrl-C ------------------------------------------------------------------
+# Each long command stops at the first SIGINT, between two whole steps of its loop, leaves its files
+# whole, prints one line and exits with 130. (Python's own KeyboardInterrupt landed mostly in h5py's
+# weakref callbacks, where it is printed as "Exception ignored" and dropped: the run went on.)
+
+def start_cli(*args, cwd=None) -> subprocess.Popen:
+    """``python -m cli.main ARGS`` running, with SIGINT at its default (a test runner may ignore it)."""
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=python_env(), cwd=cwd,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def interrupt(proc: subprocess.Popen, timeout: float = 10.0) -> tuple[str, str, float]:
+    """Send ONE SIGINT; return stdout, stderr and the seconds it took to exit (130 asserted)."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"still running {timeout} s after one SIGINT; stderr: {err[-2000:]}")
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "Exception ignored" not in err and "Traceback" not in err and "Aborted" not in err, err
+    return out, err, time.monotonic() - sent
+
+
+def assert_whole(path, step: int) -> None:
+    """The file is at a commit of ``step``: no journal, no "open for write" flags (h5py opens it), values sound."""
+    assert not os.path.exists(f"{path}-journal")
+    h5py.File(path, "r").close()  # flags a killed writer leaves would refuse this
+    with worldstore.open(path) as world:
+        assert world.current_step == world.committed_step == step
+        resources = world["RESOURCES"].numpy()
+        assert np.isfinite(resources).all() and 0 <= resources.min() and resources.max() <= 1
+    report = worldstore.validate(path)
+    assert report["passed"], [check for check in report["checks"] if check["status"] == "fail"]
+
+
+def test_one_ctrl_c_stops_the_demo_at_a_whole_committed_step(tmp_path):
+    path = tmp_path / "live.h5"
+    proc = start_cli("demo", path, "--size", "512x512", "--steps", "100000")
+    wait_for(path.exists, proc)  # created (create renames a finished file into place)
+    time.sleep(0.5)  # some steps, and commits, under way
+    out, err, seconds = interrupt(proc)
+    assert seconds < 5 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("worldstore: interrupted; "), err
+    step = int(re.search(r"holds step (\d+)", lines[0]).group(1))
+    assert step >= 1 and f"stopped after step {step} of 100000" in lines[0]
+    assert_whole(path, step)
+
+
+def test_one_ctrl_c_stops_the_self_test_and_removes_its_worlds(tmp_path):
+    proc = start_cli("validate", "--size", "256x256", "--rounds", "2", "--dir", tmp_path)
+    wait_for(lambda: any(tmp_path.iterdir()), proc)  # its temporary directory is there
+    time.sleep(0.3)
+    out, err, seconds = interrupt(proc)
+    assert seconds < 5
+    assert err.splitlines() == ["worldstore: interrupted; validation stopped: its temporary worlds were removed"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled as Python does by default, also where the test runner was started with it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_in_the_demo_loop_stops_it_after_that_step(tmp_path, monkeypatch, python_sigint):
+    """In-process: SIGINT during step 3 (raised by the progress callback's caller) stops after step 3."""
+    import importlib
+
+    from worldstore.demo import run_demo as original
+
+    def run_demo(*args, on_step, **kwargs):
+        def hook(done, total):
+            if done == 3:
+                signal.raise_signal(signal.SIGINT)
+            on_step(done, total)
+        return original(*args, on_step=hook, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module("cli.demo"), "run_demo", run_demo)
+    path = tmp_path / "demo.h5"
+    result = cli("demo", path, "--size", "16x16", "--agents", "2", "--steps", "50", "--snapshot-every", "2")
+    assert result.exit_code == 130, result.output
+    assert result.stdout == ""
+    assert result.stderr == (f"worldstore: interrupted; stopped after step 3 of 50; {path} holds step 3 "
+                             "(the last whole step, committed on the way out)\n")
+    with worldstore.open(path) as world:
+        assert world.current_step == world.committed_step == 3
+        assert [record["step"] for record in world.history()] == [0, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_sigint_abandons_a_snapshot_between_layers(tmp_path, monkeypatch, python_sigint):
+    path = tmp_path / "demo.h5"
+    assert cli("demo", path, "--size", "16x16", "--agents", "2", "--steps", "4", "--snapshot-every", "3").exit_code == 0
+    before = worldstore.validate(path)
+    original = worldstore.World.snapshot
+
+    def snapshot(self, on_progress=None):
+        def hook(done, total):
+            if done == 2:
+                signal.raise_signal(signal.SIGINT)
+            on_progress(done, total)
+        return original(self, on_progress=hook)
+
+    monkeypatch.setattr(worldstore.World, "snapshot", snapshot)
+    result = cli("snapshot", path)
+    assert result.exit_code == 130, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "the snapshot was abandoned after 2 of" in lines[0], result.stderr
+    assert f"{path} holds its last commit (step 4)" in lines[0]
+    monkeypatch.setattr(worldstore.World, "snapshot", original)
+    with worldstore.open(path) as world:
+        assert [record["step"] for record in world.history()] == [0, 3]
+    assert worldstore.validate(path)["passed"] and before["passed"]
+    assert cli("snapshot", path).exit_code == 0  # the next one takes the abandoned one's place
+    with worldstore.open(path) as world:
+        assert [record["step"] for record in world.history()] == [0, 3, 4]
+
+
+def test_sigint_does_not_cut_a_restore_short(tmp_path, monkeypatch, python_sigint):
+    """A command with no safe point inside finishes its one operation, then reports the interrupt."""
+    path = tmp_path / "demo.h5"
+    assert cli("demo", path, "--size", "16x16", "--agents", "2", "--steps", "6", "--snapshot-every", "3").exit_code == 0
+    with worldstore.open(path) as world:
+        at_3 = world.at(3)["RESOURCES"].numpy().copy()
+    original = worldstore.World.restore
+
+    def restore(self, step):
+        signal.raise_signal(signal.SIGINT)  # would have landed half-way through the layers
+        return original(self, step)
+
+    monkeypatch.setattr(worldstore.World, "restore", restore)
+    result = cli("restore", path, "3")
+    assert result.exit_code == 130
+    assert result.stdout == f"{path}: restored step 3\n"
+    assert result.stderr == "worldstore: interrupted; the command had finished first (its output stands)\n"
+    with worldstore.open(path) as world:
+        assert world.committed_step == 3
+        np.testing.assert_array_equal(world["RESOURCES"].numpy(), at_3)
+
+
+def test_sigint_guard_flag_checkpoint_and_finalizers(python_sigint):
+    """The mechanism: a flag while guarded; raised at checkpoints; an interrupt a finalizer swallows is kept."""
+    import weakref
+
+    from cli.options import Interrupted, checkpoint, sigint
+
+    class Thing:
+        pass
+
+    with sigint.installed():
+        checkpoint(1)  # nothing asked yet
+        signal.raise_signal(signal.SIGINT)  # no exception here: only the flag
+        assert sigint.requested
+        with pytest.raises(Interrupted) as caught:
+            checkpoint(7)
+        assert caught.value.done == 7
+    with sigint.installed():
+        assert not sigint.requested
+        with pytest.raises(Interrupted) as caught:
+            with sigint.anywhere("nothing changed"):
+                signal.raise_signal(signal.SIGINT)  # code that only reads stops at once
+        assert caught.value.message == "nothing changed"
+    with sigint.installed():
+        seen = []
+        default_hook = sys.unraisablehook
+        sys.unraisablehook = seen.append  # (the guard wraps whatever hook is there)
+        try:
+            with sigint.installed():
+                thing = Thing()
+                ref = weakref.ref(thing, lambda _: (_ for _ in ()).throw(KeyboardInterrupt))  # noqa: F841
+                del thing  # the callback's KeyboardInterrupt is "unraisable"
+                assert sigint.requested and seen == []
+        finally:
+            sys.unraisablehook = default_hook
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# -- demo as a SWMR writer -----------------------------------------------------
+
+def test_a_running_demo_can_be_watched_from_another_process(tmp_path):
+    """demo writes as a SWMR writer by default: a reader here opens it while it runs and follows its commits."""
+    path = tmp_path / "live.h5"
+    proc = start_cli("demo", path, "--size", "128x128", "--agents", "8", "--steps", "100000")
+    try:
+        wait_for(path.exists, proc)
+        time.sleep(0.3)  # past create's own open (a plain writer, which HDF5's lock keeps readers from)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                world = worldstore.open(path, "r", swmr=True)
+                break
+            except worldstore.WorldLockedError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+        with world:
+            seen = [world.committed_step]
+            while len(set(seen)) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+                seen.append(world.refresh())
+            assert seen == sorted(seen)  # the committed step only advances
+            step, (resources, trails) = world.read(lambda w: (w["RESOURCES"][...], w["TRAILS"][...]))
+            assert step >= seen[-1] > 0
+            assert np.isfinite(resources).all() and 0 <= resources.min() and resources.max() <= 1
+            assert trails.max() > 0  # the agents' deposits
+            assert world.history()[0]["step"] == 0
+    finally:
+        out, err, _ = interrupt(proc)
+    assert len(err.splitlines()) == 1 and "stopped after step" in err
+    assert_whole(path, int(re.search(r"holds step (\d+)", err).group(1)))
+
+
+def test_demo_no_swmr_and_the_help_says_why_swmr_is_the_default(tmp_path):
+    result = cli("demo", "--help")
+    assert "--swmr / --no-swmr" in result.stdout and "watched" in result.stdout
+    for flag, swmr in (("--no-swmr", False), ("--swmr", True)):
+        path = tmp_path / f"{flag}.h5"
+        result = cli("demo", path, "--size", "16x16", "--agents", "2", "--steps", "12", flag, "--json")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["swmr"] is swmr and summary["step"] == summary["committed_step"] == 12
+        assert worldstore.validate(path)["passed"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import ROOT, held_open, python_env, run_python
+from conftest import ROOT, digest, held_open, python_env, run_python
 from worldstore import LayerSpec, WorldSpec, commit, recovery
 
 
@@ -92,11 +92,27 @@ def test_a_writer_killed_before_its_commit_leaves_the_last_commit(tmp_path, wher
     worldstore.create(path, spec()).close()
     committed, _ = kill_writer(path, where)
     assert os.path.exists(commit.journal_path(path)) == (where == "journal")
-    with worldstore.open(path) as world:  # a reader: opening discards the cut-short journal
+    before = digest(path)
+    with worldstore.open(path) as world:  # a reader reads the last commit and writes nothing
         assert world.committed_step == world.current_step == 1
         assert_state(world, committed)
         assert world["HEAT"].storage == "sparse" and world["TRAIL"].storage == "mapped"
+    assert digest(path) == before
+    assert os.path.exists(commit.journal_path(path)) == (where == "journal")
+    with worldstore.open(path, "r+") as world:  # a writer's open discards the cut-short journal
+        assert world.committed_step == 1
+        assert_state(world, committed)
     assert not os.path.exists(commit.journal_path(path))
+
+
+def test_a_reader_of_a_commit_cut_short_in_the_file_says_to_recover_and_writes_nothing(tmp_path):
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, spec()).close()
+    kill_writer(path, "apply")
+    before = digest(path)
+    with pytest.raises(worldstore.WorldLockedError, match="worldstore recover"):
+        worldstore.open(path)
+    assert digest(path) == before and commit.read_journal(path) is not None
 
 
 def test_a_commit_killed_while_writing_the_file_is_finished_at_open(tmp_path):

@@ -129,11 +129,12 @@ def test_bad_requests_change_nothing(tmp_path):
     check_content(path, recorded, [1, 2])
 
 
-def test_compact_refuses_a_file_a_writer_holds(tmp_path):
+@pytest.mark.parametrize("swmr", [False, True])
+def test_compact_refuses_a_file_a_writer_holds(tmp_path, swmr):
     path = tmp_path / "held.h5"
     recorded = world_with_history(path, snapshots=2)
-    with held_open(path):
-        with pytest.raises(worldstore.WorldLockedError, match="held open"):
+    with held_open(path, swmr=swmr):  # a SWMR writer lets readers in, and compaction reads: it must still refuse
+        with pytest.raises(worldstore.WorldLockedError, match="open for writing by a running process"):
             compact(path, keep_last=1)
     check_content(path, recorded, [1, 2])
 

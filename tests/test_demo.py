@@ -168,3 +168,36 @@ def test_gather_windows_fills_a_strided_out_and_checks_its_inputs():
         _windows.gather_windows(grid, [[1.0, 1.0]], 1, 0)
     with pytest.raises(ValueError, match="agent layer of 2 agents"):
         _windows.gather_windows(np.zeros((2, 3, 4)), [[0, 0]], 1, 0)
+
+
+def test_swmr_run_gives_the_same_world(tmp_path):
+    plain = run_demo(str(tmp_path / "plain.h5"), height=20, width=24, agents=3, steps=12, seed=5)
+    swmr = run_demo(str(tmp_path / "swmr.h5"), height=20, width=24, agents=3, steps=12, seed=5, swmr=True)
+    assert (plain["swmr"], swmr["swmr"]) == (False, True)
+    assert swmr["step"] == swmr["committed_step"] == 12 and swmr["snapshots"] == [0, 10]
+    assert swmr["positions"] == plain["positions"]
+    a, b = layers_of(str(tmp_path / "plain.h5")), layers_of(str(tmp_path / "swmr.h5"))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_on_step_raising_stops_after_a_whole_committed_step(tmp_path):
+    """How worldstore demo stops at Ctrl-C: on_step raises between steps; the world is committed there."""
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def on_step(done, total):
+        if done == 7:
+            raise Stop
+
+    path = str(tmp_path / "stopped.h5")
+    with pytest.raises(Stop):
+        run_demo(path, height=16, width=16, agents=2, steps=100, seed=1, on_step=on_step, swmr=True)
+    assert not os.path.exists(path + "-journal")
+    with worldstore.open(path) as world:
+        assert world.current_step == world.committed_step == 7
+        assert [record["step"] for record in world.history()] == [0]
+    whole = run_demo(str(tmp_path / "whole.h5"), height=16, width=16, agents=2, steps=7, seed=1)
+    stopped, reference = layers_of(path), layers_of(whole["path"])
+    for name in reference:
+        np.testing.assert_array_equal(stopped[name], reference[name], err_msg=name)

@@ -267,6 +267,7 @@ with tables.open_file(sys.argv[1]) as f:
             except Exception as exc:
                 out["unloadable"][child] = type(exc).__name__ + ": " + str(exc)
                 continue
+            read_attributes(node, child)
             if isinstance(node, tables.Group):
                 out["groups"].append(child)
                 walk(child)
@@ -274,6 +275,19 @@ with tables.open_file(sys.argv[1]) as f:
             data = np.asarray(node.read())
             out["leaves"][child] = {"shape": list(data.shape), "sum": float(data.astype(np.float64).sum()),
                                     "class": type(node).__name__}
+    def read_attributes(node, path):
+        # Each attribute's type and value, and whether PyTables warned it cannot read it (it then gives None).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attrs = node._v_attrs
+            values = {name: getattr(attrs, name) for name in attrs._v_attrnames}
+        unread = {name for w in caught for name in values if f"attribute '{name}'" in str(w.message)}
+        out["attributes"][path] = {
+            name: {"type": type(value).__name__, "value": value.tolist() if hasattr(value, "tolist") else repr(value),
+                   "unread": name in unread or value is None}
+            for name, value in values.items()}
+    out["attributes"] = {}
+    read_attributes(f.root, "/")
     walk("/")
 print(json.dumps(out))
 """
@@ -399,3 +413,118 @@ def test_xarray_datatree_holds_layers_and_history(history_world):
         np.testing.assert_array_equal(history["MEMORY"].isel(step=-1).values, snapshots[-1][1]["MEMORY"])
     finally:
         tree.close()
+
+
+# -- an agentfarm world with history: netCDF tools save it, PyTables reads every attribute -------------------
+#: Attributes of the HDF5 dimension scale API (h5py writes them, not worldstore), which PyTables cannot read:
+#: DIMENSION_LIST (variable-length object references) and REFERENCE_LIST (a compound holding them).
+DIMENSION_SCALE_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
+
+
+@pytest.fixture(scope="module")
+def farm_history(tmp_path_factory):
+    """A closed agentfarm world (two bool layers, sparse signals) with three snapshots: its path and spec."""
+    path = str(tmp_path_factory.mktemp("farm") / "farm.h5")
+    spec = worldstore.presets.agentfarm(24, 20, 3, obs_radius=2)
+    rng = np.random.default_rng(5)
+    with worldstore.create(path, spec) as world:
+        for round_no in range(3):
+            world["RESOURCES"][...] = rng.random((24, 20), dtype=np.float32)
+            world["OBSTACLES"][...] = rng.random((24, 20)) < 0.2
+            world["VISIBILITY"][round_no, :] = False
+            world["AGENT_MEMORY"][...] = rng.random((3, 24, 20)).astype(np.float16)
+            world.deposit("TRAILS", rng.integers(0, 24, 10), rng.integers(0, 20, 10), 1.0 + round_no)
+            world.snapshot()
+            world.step()
+    return path, spec
+
+
+def attribute_types(path: str) -> dict[str, tuple[int, str]]:
+    """``"/object@attribute"``: (HDF5 type class, numpy dtype) of every attribute in the file, as h5py sees it."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        objects = [("/", f)]
+        f.visititems(lambda name, obj: objects.append(("/" + name, obj)))
+        for name, obj in objects:
+            for key in obj.attrs:
+                attr = obj.attrs.get_id(key)
+                found[f"{name}@{key}"] = (attr.get_type().get_class(), attr.dtype.str)
+    return found
+
+
+def test_every_attribute_worldstore_writes_has_a_netcdf_type(farm_history):
+    """Numbers and strings only: no HDF5 enum (h5py's bool), nothing that netCDF tools refuse to save."""
+    path, _ = farm_history
+    types = attribute_types(path)
+    assert "/layers/OBSTACLES@_FillValue" in types and "/layers/VISIBILITY@pad_value" in types
+    netcdf_classes = {h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING}
+    for where, (type_class, dtype) in types.items():
+        if where.rsplit("@", 1)[1] in DIMENSION_SCALE_ATTRS:
+            continue
+        assert type_class in netcdf_classes, (where, type_class, dtype)
+    with h5py.File(path, "r") as f:  # bool layers: int8 0/1, the base type of h5py's bool enum
+        for layer, expected in (("OBSTACLES", (0, 1)), ("VISIBILITY", (1, 0))):
+            fill, pad = (f["layers"][layer].attrs[key] for key in ("_FillValue", "pad_value"))
+            assert fill.dtype == pad.dtype == np.int8 and (int(fill), int(pad)) == expected, layer
+
+
+def saved_again(ds, path) -> "object":
+    """``ds`` saved with ``to_netcdf(engine="h5netcdf")`` and opened again (loaded, the file closed), not
+    masked: a worldstore ``_FillValue`` is a value cells hold (CF masking would turn a bool layer's False to NaN)."""
+    xarray = pytest.importorskip("xarray")
+    ds.to_netcdf(path, engine="h5netcdf")
+    with xarray.open_dataset(path, engine="h5netcdf", mask_and_scale=False) as back:
+        return back.load()
+
+
+def test_to_xarray_and_its_reductions_save_with_to_netcdf(farm_history, tmp_path):
+    pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, _ = farm_history
+    ds = worldstore.to_xarray(path)
+    back = saved_again(ds, tmp_path / "all.nc")
+    np.testing.assert_array_equal(back["OBSTACLES"].values.astype(bool), ds["OBSTACLES"].values)
+    np.testing.assert_array_equal(back["RESOURCES"].values, ds["RESOURCES"].values)
+    assert back["OBSTACLES"].attrs["pad_value"] == 1 and back["VISIBILITY"].attrs["pad_value"] == 0
+    last = saved_again(ds.isel(step=-1), tmp_path / "last.nc")
+    np.testing.assert_array_equal(last["VISIBILITY"].values.astype(bool), ds["VISIBILITY"].values[-1])
+    mean = saved_again(ds[["OBSTACLES", "RESOURCES"]].mean("step", keep_attrs=True), tmp_path / "mean.nc")
+    np.testing.assert_allclose(mean["OBSTACLES"].values, ds["OBSTACLES"].values.mean(axis=0))
+    live = saved_again(worldstore.to_xarray(path, history=False), tmp_path / "live.nc")
+    assert live["OBSTACLES"].shape == (24, 20)
+    saved_again(worldstore.to_xarray(path, mask_fill=True), tmp_path / "masked.nc")
+
+
+@pytest.mark.parametrize("group", [None, "layers", "history"])
+@pytest.mark.parametrize("mask_and_scale", [True, False])
+def test_every_group_opened_with_xarray_saves_with_to_netcdf(farm_history, tmp_path, group, mask_and_scale):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path, _ = farm_history
+    with xarray.open_dataset(path, engine="h5netcdf", group=group, phony_dims="access",
+                             mask_and_scale=mask_and_scale) as ds:
+        back = saved_again(ds, tmp_path / "group.nc")
+        assert set(back.data_vars) == set(ds.data_vars)
+        if group is not None:
+            if not mask_and_scale:  # masked, the bool layers are floats with NaN where they hold the fill
+                np.testing.assert_array_equal(back["OBSTACLES"].values.astype(bool),
+                                              ds["OBSTACLES"].values.astype(bool))
+            saved_again(ds.isel(y=slice(0, 5)).mean("x", keep_attrs=True), tmp_path / "reduced.nc")
+
+
+def test_pytables_reads_every_attribute(farm_history, history_world):
+    """Every attribute of every node PyTables loads reads as a value, without a DataTypeWarning (an HDF5 enum
+    attribute, as h5py writes a numpy bool, reads as None with one); dimension scales do not load (see
+    ``test_pytables_reads_every_node``) and their API's own attributes are not worldstore's."""
+    for path in (farm_history[0], history_world[0]):
+        result = run_python(PYTABLES_WALKER, path)
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)["attributes"]
+        assert "/" in seen and "/layers/OBSTACLES" in seen and "/history/OBSTACLES" in seen
+        unread = [(node, name, info) for node, attrs in seen.items() for name, info in attrs.items()
+                  if info["unread"] and name not in DIMENSION_SCALE_ATTRS]
+        assert not unread, unread
+        obstacles = seen["/layers/OBSTACLES"]
+        assert (obstacles["_FillValue"]["value"], obstacles["pad_value"]["value"]) == (0, 1)
+        assert obstacles["_FillValue"]["type"] == obstacles["pad_value"]["type"] == "int8"
+        assert seen["/"]["worldstore_format"]["value"] == "worldstore"

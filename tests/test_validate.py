@@ -205,6 +205,55 @@ def test_bool_layer_with_a_value_other_than_0_and_1(world_file):
     assert "OBSTACLES" in rows(report)["live layers"]["detail"]
 
 
+def as_older_bool_attributes(path) -> None:
+    """Rewrite the bool layers' ``_FillValue`` and ``pad_value`` as worldstore wrote them before they were int8:
+    numpy bools, which h5py stores as HDF5 enum attributes."""
+    with h5py.File(path, "r+") as f:
+        for dset in f["layers"].values():
+            if dset.dtype == bool and "grid_class" in dset.attrs:
+                for key in ("_FillValue", "pad_value"):
+                    dset.attrs[key] = np.bool_(int(dset.attrs[key]))
+                    assert dset.attrs.get_id(key).get_type().get_class() == h5py.h5t.ENUM
+
+
+def world_state(path) -> tuple[worldstore.WorldSpec, dict[str, np.ndarray]]:
+    with worldstore.open(path) as world:
+        return world.spec, {name: np.array(world[name].numpy()) for name in world}
+
+
+def test_bool_layers_value_attributes_are_int8(world_file):
+    with h5py.File(world_file, "r") as f:
+        attrs = f["layers/OBSTACLES"].attrs
+        assert attrs["_FillValue"].dtype == attrs["pad_value"].dtype == np.int8
+        assert (int(attrs["_FillValue"]), int(attrs["pad_value"])) == (0, 1)
+    spec, _ = world_state(world_file)
+    assert spec.layer("OBSTACLES").fill_value is False and spec.layer("OBSTACLES").pad_value is True
+
+
+def test_a_file_with_older_bool_value_attributes_opens_the_same_and_passes(world_file):
+    spec, values = world_state(world_file)
+    as_older_bool_attributes(world_file)
+    old_spec, old_values = world_state(world_file)
+    assert old_spec == spec
+    assert old_spec.layer("OBSTACLES").fill_value is False and old_spec.layer("OBSTACLES").pad_value is True
+    for name, expected in values.items():
+        np.testing.assert_array_equal(old_values[name], expected, err_msg=name)
+    report = validate(world_file)
+    assert report["passed"], [(row["check"], row["detail"]) for row in report["checks"] if not row["passed"]]
+    with worldstore.open(world_file) as world:  # observations pad with the value read back
+        window = world.observe([[0, 0]], 1, ["OBSTACLES"])
+        assert float(window[0, 0, 0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("value", [np.int8(2), np.float32(1.0), np.int8(-1)])
+def test_a_bool_layer_value_attribute_other_than_0_or_1_is_refused(world_file, value):
+    with h5py.File(world_file, "r+") as f:
+        f["layers/OBSTACLES"].attrs["pad_value"] = value
+    with pytest.raises(worldstore.WorldFormatError, match="pad_value"):
+        worldstore.open(world_file).close()
+    assert "world description" in failed(validate(world_file))
+
+
 def test_damaged_superblock_checksum(world_file):
     flip_byte(world_file, 20, 0x5A)  # inside the superblock: its lookup3 checksum no longer matches
     report = validate(world_file)

@@ -15,11 +15,10 @@
 
 from . import presets
 from ._version import __version__
-from .errors import (DepositError, DiskFullError, HistoryError, LayerDtypeError, LayerNotFoundError, LayerShapeError,
-                     ObserveError, RenderError,
-                     ReadOnlyWorldError,
-                     SpecError, WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError,
-                     WorldNotFoundError, WorldstoreError, WorldVersionError)
+from .errors import (DepositError, DetachedWorldError, DiskFullError, HistoryError, LayerDtypeError,
+                     LayerNotFoundError, LayerShapeError, ObserveError, ReadOnlyWorldError, RenderError, SpecError,
+                     WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError,
+                     WorldPermissionError, WorldReplacedError, WorldstoreError, WorldVersionError)
 from .layer import Layer
 from .spec import (DEFAULT_SWITCH_DENSITY, GRID_CLASSES, LAYER_DTYPES, STORAGE_KINDS, LayerSpec, WorldSpec,
                    parse_size)
@@ -41,5 +40,6 @@ __all__ = [
     "GRID_CLASSES", "LAYER_DTYPES", "STORAGE_KINDS", "DEFAULT_SWITCH_DENSITY", "HISTORY_CODECS",
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
-    "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError",
+    "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError", "WorldReplacedError",
+    "DetachedWorldError", "WorldPermissionError",
 ]

@@ -18,6 +18,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "_signals.h"
+
 #define WS_REGIONS 4096
 #define WS_BLOCK ((uintptr_t)2 << 20)
 
@@ -89,34 +91,12 @@ static void handler(int sig, siginfo_t *info, void *context)
             return;  /* the write runs again, into the copy */
         break;       /* could not copy (out of memory or mappings): fail as a plain fault would */
     }
-    if (previous.sa_flags & SA_SIGINFO) {
-        if (previous.sa_sigaction) {
-            previous.sa_sigaction(sig, info, context);
-            return;
-        }
-    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
-        previous.sa_handler(sig);
-        return;
-    }
-    signal(sig, SIG_DFL);  /* the fault happens again and ends the process as it would have */
+    ws_chain(&previous, sig, info, context);
 }
 
 static int install(void)
 {
-    struct sigaction current;
-    if (sigaction(SIGSEGV, NULL, &current) != 0)
-        return -1;
-    if (installed && (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == handler)
-        return 0;  /* still ours (something else, faulthandler say, may have replaced it since) */
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_sigaction = handler;
-    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    sigemptyset(&action.sa_mask);
-    if (sigaction(SIGSEGV, &action, &previous) != 0)
-        return -1;
-    installed = 1;
-    return 0;
+    return ws_install(SIGSEGV, handler, &previous, &installed);
 }
 
 /* Register the mapping [start, start + length) of `fd` at `offset`, made read-only here; `dirty` has

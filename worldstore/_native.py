@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import weakref
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,14 @@ def _load() -> ctypes.CDLL | None:
         library.ws_cow_reset.argtypes = [i64]
         library.ws_cow_unregister.restype = None
         library.ws_cow_unregister.argtypes = [i64]
+        library.ws_guard_register.restype = i64
+        library.ws_guard_register.argtypes = [ptr, i64]
+        library.ws_guard_unregister.restype = None
+        library.ws_guard_unregister.argtypes = [i64]
+        library.ws_guard_faults.restype = i64
+        library.ws_guard_faults.argtypes = [ptr, i64]
+        library.ws_guard_total.restype = i64
+        library.ws_guard_total.argtypes = []
         return library
     return None
 
@@ -239,3 +249,25 @@ def changed_pages(a: np.ndarray, b: np.ndarray, page: int) -> np.ndarray:
     if whole < len(a) and (a[whole:] != b[whole:]).any():
         pages = np.append(pages, whole // page)
     return pages
+
+
+# -- mapped files cut short (worldstore/_guard.c) -----------------------------------------------
+def guard(mapping: Any, address: int, nbytes: int) -> None:
+    """Guard the file mapping at ``address`` for as long as ``mapping`` (its mmap object) lives: a SIGBUS in it
+    (the file was cut shorter) reads zeros and is counted instead of ending the process. Nothing where there
+    is no compiled library."""
+    if library is None:
+        return
+    found = library.ws_guard_register(address, nbytes)
+    if found >= 0:  # the library itself, not this module's name for it: tests swap that for None
+        weakref.finalize(mapping, library.ws_guard_unregister, found)
+
+
+def cut_short(address: int, nbytes: int) -> bool:
+    """Whether a guarded mapping overlapping ``[address, address + nbytes)`` met the end of its file."""
+    return library is not None and library.ws_guard_faults(address, nbytes) > 0
+
+
+def faults_total() -> int:
+    """SIGBUS faults taken in guarded mappings so far (0 without the compiled library)."""
+    return 0 if library is None else int(library.ws_guard_total())

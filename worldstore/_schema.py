@@ -44,7 +44,10 @@ writing mode cannot create objects, only extend them.
 
 Every layer dataset is contiguous, uncompressed and allocated at creation, so
 its bytes sit at one offset in the file and can be memory-mapped. Attributes
-are plain numbers and strings (lists are JSON strings); nothing is pickled.
+are plain numbers and strings (lists are JSON strings); nothing is pickled. A
+layer's ``_FillValue`` and ``pad_value`` have the layer's type, but a bool
+layer's are int8 0/1 (never HDF5 enum attributes, which netCDF tools cannot
+save; files written before hold them so and still open).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,6 +82,9 @@ ROOT_FORMAT = "worldstore_format"
 ROOT_VERSION = "worldstore_format_version"
 ROOT_STEP = "step"
 ROOT_COMMITTED = "committed_step"
+#: A new random hex string for every file a world is written into (create, compact): a journal records it, and
+#: is replayed only into the file that bears it.
+ROOT_WORLD_ID = "world_id"
 #: ``[step, committed_step]`` as a dataset too: what SWMR readers can follow.
 CLOCK = "clock"
 #: The NAME netCDF gives a dimension scale that is a dimension only, not a variable (h5netcdf reads it so).
@@ -193,6 +200,7 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
     root[ROOT_COMMITTED] = np.int64(0)
     root["library_version"] = __version__
     root["Conventions"] = "CF-1.8"
+    root[ROOT_WORLD_ID] = uuid.uuid4().hex
     clock = f.create_dataset(CLOCK, data=np.zeros(2, dtype=np.int64), maxshape=(2,), chunks=(2,))
     clock.attrs["long_name"] = "[step, committed_step]: the root attributes, as a dataset SWMR readers can refresh"
     write_commit_dataset(f)
@@ -235,8 +243,8 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
         attrs = dset.attrs
         attrs[A_CLASS] = layer.grid_class
         attrs[A_STORAGE] = layer.storage
-        attrs["_FillValue"] = fill
-        attrs[A_PAD] = np.array(layer.pad_value, dtype=dtype)
+        attrs["_FillValue"] = value_attribute(layer.fill_value, dtype)
+        attrs[A_PAD] = value_attribute(layer.pad_value, dtype)
         attrs["long_name"] = layer.long_name or layer.name
         attrs["units"] = layer.units
         attrs[A_DESCRIPTION] = layer.description
@@ -248,6 +256,29 @@ def write_skeleton(f: h5py.File, spec: WorldSpec, history_codec: str = "gzip") -
         if layer.grid_class == "observation":
             attrs[A_CHANNELS] = json.dumps(list(layer.channels))
             attrs[A_RADIUS] = np.int64(layer.radius)
+
+
+def value_attribute_dtype(dtype: np.dtype) -> np.dtype:
+    """The type of a layer's value attributes (``_FillValue``, ``pad_value``): the layer's own, as CF says.
+
+    Except bool: h5py stores a bool layer as an HDF5 enum over int8, and an
+    enum attribute is what netCDF tools (xarray's ``to_netcdf``) refuse to
+    save and PyTables cannot read. So a bool layer's value attributes are
+    int8, the enum's base type, holding 0 or 1.
+
+    >>> value_attribute_dtype(np.dtype(bool)), value_attribute_dtype(np.dtype("float16"))
+    (dtype('int8'), dtype('float16'))
+    """
+    return np.dtype(np.int8) if dtype.kind == "b" else dtype
+
+
+def value_attribute(value: Any, dtype: np.dtype) -> np.ndarray:
+    """``value`` (a layer's fill or pad value) as the attribute that stores it: see :func:`value_attribute_dtype`.
+
+    >>> value_attribute(True, np.dtype(bool))
+    array(1, dtype=int8)
+    """
+    return np.array(value, dtype=value_attribute_dtype(np.dtype(dtype)))
 
 
 def _text(value: Any, where: str) -> str:
@@ -274,6 +305,17 @@ def _number(value: Any, where: str) -> float | int | bool:
     if not isinstance(value, (bool, int, float)) or (isinstance(value, float) and not math.isfinite(value)):
         raise WorldFormatError(f"{where} should be a finite number, found {value!r}")
     return value
+
+
+def _layer_value(value: Any, dtype: np.dtype, where: str) -> float | int | bool:
+    """A layer's fill or pad value read back: a bool layer's is a Python bool, stored as the int8 0/1 of
+    :func:`value_attribute` or, in files written before it, as an HDF5 enum (bool) attribute."""
+    number = _number(value, where)
+    if dtype.kind != "b":
+        return number
+    if isinstance(number, float) or number not in (0, 1):
+        raise WorldFormatError(f"{where} of a bool layer should be 0 or 1 (or False or True), found {value!r}")
+    return bool(number)
 
 
 def history_names(spec: WorldSpec, name: str) -> tuple[str, ...]:
@@ -426,9 +468,9 @@ def _read_layer(dset: h5py.Dataset, where: str) -> LayerSpec:
         "description": _text(attrs.get(A_DESCRIPTION, ""), f"{where}: attribute {A_DESCRIPTION}"),
     }
     if "_FillValue" in attrs:
-        fields["fill_value"] = _number(attrs["_FillValue"], f"{where}: attribute _FillValue")
+        fields["fill_value"] = _layer_value(attrs["_FillValue"], dtype, f"{where}: attribute _FillValue")
     if A_PAD in attrs:
-        fields["pad_value"] = _number(attrs[A_PAD], f"{where}: attribute {A_PAD}")
+        fields["pad_value"] = _layer_value(attrs[A_PAD], dtype, f"{where}: attribute {A_PAD}")
     if fields["grid_class"] == "temporal":
         fields["decay"] = _number(attrs.get(A_DECAY), f"{where}: attribute {A_DECAY}")
         fields["threshold"] = _number(attrs.get(A_THRESHOLD), f"{where}: attribute {A_THRESHOLD}")
@@ -462,6 +504,14 @@ def read_clock(f: h5py.File, path: str) -> tuple[int, int]:
     if step < 0 or committed < 0:
         raise WorldFormatError(f"{path}: negative step counters ({step}, {committed})")
     return step, committed
+
+
+def read_world_id(f: h5py.File) -> str | None:
+    """The file's :data:`ROOT_WORLD_ID`; None in files written before it existed."""
+    value = f.attrs.get(ROOT_WORLD_ID)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 def write_clock(f: h5py.File, step: int, committed: int) -> None:

@@ -112,8 +112,10 @@ def to_xarray(paths: PathLike | Sequence[PathLike], *, layers: str | Sequence[st
 
     Attributes: each variable keeps its layer's ``long_name``, ``units``,
     ``description``, ``grid_class`` and ``pad_value`` (and ``decay``,
-    ``threshold``, ``channels``... where the layer has them); the dataset
-    keeps the file's ``Conventions``, world size and format version.
+    ``threshold``, ``channels``... where the layer has them; a bool layer's
+    ``_FillValue`` and ``pad_value`` are int8 0/1, so ``to_netcdf`` saves
+    them); the dataset keeps the file's ``Conventions``, world size and
+    format version.
 
     Files are opened read-only, once here and once per task. A world that a
     writer holds can be read while it runs in SWMR mode
@@ -265,6 +267,7 @@ def _world_dataset(xr: Any, da: Any, path: str, layers: str | Sequence[str] | No
         coords["step"] = xr.Variable(("step",), steps, {"long_name": "world step of the snapshot"})
         when = xr.Variable(("step",), _datetimes(times), {"long_name": "wall-clock time of the snapshot"})
         when.encoding["units"] = _TIME_UNITS
+        when.encoding["dtype"] = np.dtype(np.float64)  # as the file keeps it: to_netcdf saves it so, unwarned
         coords["time"] = when
     else:
         coords["step"] = xr.Variable((), np.int64(step), {"long_name": "world step of the live layers"})
@@ -283,9 +286,18 @@ def _layer_names(spec: WorldSpec, layers: str | Sequence[str] | None) -> list[st
 
 
 def _variable_attrs(dset: h5py.Dataset) -> dict[str, Any]:
+    """A layer's attributes for its variable, as netCDF can save them (``to_netcdf``).
+
+    ``_FillValue`` keeps the file's type (CF: the variable's); a bool layer's
+    ``_FillValue`` and ``pad_value`` are int8 0/1 as in new files, also when
+    an older file holds them as HDF5 enum (bool) attributes, which netCDF
+    writers refuse.
+    """
     attrs = {key: _plain(dset.attrs[key]) for key in _LAYER_ATTRS if key in dset.attrs}
-    if "_FillValue" in dset.attrs:
-        attrs["_FillValue"] = np.asarray(dset.attrs["_FillValue"]).reshape(()).astype(dset.dtype)[()]
+    for key in ("_FillValue", _schema.A_PAD):
+        if key in dset.attrs and (key == "_FillValue" or dset.dtype.kind == "b"):
+            stored = np.asarray(dset.attrs[key]).reshape(())
+            attrs[key] = _schema.value_attribute(stored, dset.dtype)[()]
     return attrs
 
 

@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 
 from . import _schema, recovery
-from .errors import DiskFullError, WorldFormatError, WorldLockedError
+from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage.pages import PageSet
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
     anything is written. (Call after an HDF5 flush: the end is read from the
     superblock on disk.)
     """
-    end = recovery.end_of_allocation(world._path) + nbytes
+    end = recovery.end_of_allocation(world._fd) + nbytes
     size = os.fstat(world._fd).st_size
     if end <= size:
         return
@@ -106,7 +106,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
 
 def release(world: "World") -> None:
     """Give back what :func:`reserve` reserved and HDF5 did not use (after an HDF5 flush)."""
-    end = recovery.end_of_allocation(world._path)
+    end = recovery.end_of_allocation(world._fd)
     if os.fstat(world._fd).st_size > end:
         os.ftruncate(world._fd, end)
 
@@ -114,7 +114,8 @@ def release(world: "World") -> None:
 class Changes:
     """What one commit writes: layers' pages, COO forms, storage kinds, the step."""
 
-    def __init__(self, step: int, sequence: int):
+    def __init__(self, step: int, sequence: int, world_id: str | None = None):
+        self.world_id = world_id  # the file's identity (_schema.ROOT_WORLD_ID): a journal replays only into it
         self.step = step
         self.sequence = sequence  # the even number the commit ends with
         self.pages: list[PageSet] = []
@@ -128,6 +129,7 @@ class Changes:
 
     def header(self) -> bytes:
         return json.dumps({
+            "world": self.world_id,
             "step": self.step,
             "sequence": self.sequence,
             "kinds": self.kinds,
@@ -153,7 +155,7 @@ def _raw(array: np.ndarray) -> memoryview:
 def collect(world: "World") -> Changes:
     """The changes since the last commit (nothing is written)."""
     group = world._file[_schema.LAYERS_GROUP]
-    changes = Changes(world._step, world._sequence + 2)
+    changes = Changes(world._step, world._sequence + 2, world._world_id)
     for storage in [*world._retired, *world._storages.values()]:
         found = storage.patches()
         if found is None:  # an in-RAM layer that cannot be patched (chunked in the file)
@@ -201,6 +203,7 @@ def write_journal(path: str, changes: Changes, durable: bool) -> None:
 
 def commit(world: "World", durable: bool = True) -> int:
     """Commit ``world`` (see the module's docstring); returns the bytes journaled."""
+    check_identity(world)
     changes = collect(world)
     if not (changes.pages or changes.coo or changes.unjournaled) and world._step == world._committed:
         return 0
@@ -230,6 +233,33 @@ def commit(world: "World", durable: bool = True) -> int:
         storage.close()
     world._retired.clear()
     return changes.nbytes
+
+
+def check_identity(world: "World") -> None:
+    """Raise :class:`WorldReplacedError` if the world's path no longer names the file the world has open.
+
+    ``create --overwrite``, ``compact`` or a rename put another file there, or
+    a copy rewrote this one in place (its commit sequence is not the one this
+    writer left): this world's journal and commits would go into a file that
+    is not the world they belong to.
+    """
+    try:
+        replaced = recovery.file_identity(world._path) != recovery.file_identity(world._fd)
+    except FileNotFoundError:
+        replaced = True
+    if not replaced and world._cut_short():  # truncated under us: its mapped pages read zeros, not the world
+        replaced = True
+    if not replaced and world._sequence_offset is not None:  # the same file, rewritten in place (cp over it)?
+        try:
+            replaced = read_sequence(world._fd, world._sequence_offset)[0] != world._sequence
+        except WorldFormatError:  # shorter than the world: cut, or another file's bytes
+            replaced = True
+    if replaced:
+        raise WorldReplacedError(f"{world._path} now names another file (renamed over, removed, rewritten in "
+                                 "place or cut short since this world opened it), so nothing was committed: the "
+                                 "file there keeps its own state, and "
+                                 f"this writer's changes since step {world._committed} are only in this process. "
+                                 "Save what you need with layer.numpy(), close this world, and open the file again")
 
 
 def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None) -> None:
@@ -302,18 +332,19 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
                 discard(result)
             spoiled += 1
             continue
-        time.sleep(pause)
-        waited += pause
-        pause = min(pause * 2, 0.01)
-        if waited > _STALL_S:
+        if waited == 0.0 or waited > _STALL_S:  # at once, then every so often: no writer will ever finish it
             if not recovery.writer_alive(path):
                 raise _interrupted(path)
             waited = 0.0
+        time.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.01)
 
 
 def _interrupted(path: str) -> WorldLockedError:
-    return WorldLockedError(f"{path}: a commit was interrupted (its writer is gone); open the world with "
-                            "mode='r+' or run `worldstore recover` to finish it")
+    return WorldLockedError(f"{path}: its writer died in the middle of a commit, so no whole commit can be read "
+                            "until it is finished; someone allowed to write the file must run: "
+                            f"worldstore recover {path}")
 
 
 def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T]) -> tuple[int, T]:
@@ -372,6 +403,12 @@ def replay(path: str) -> dict[str, Any]:
     if header is None:
         os.unlink(journal)
         return {"journal": "discarded"}
+    with h5py.File(path, "r", libver=_schema.LIBVER) as h5file:
+        world_id = _schema.read_world_id(h5file)
+    if header.get("world") != world_id:  # the world was replaced (create --overwrite, compact) after its writer died
+        os.unlink(journal)
+        return {"journal": "discarded", "reason": f"it belongs to another world file (id {header.get('world')}), "
+                f"not to the one now at {path} (id {world_id})"}
     jfd = os.open(journal, os.O_RDONLY)
     fd = os.open(path, os.O_RDWR)
     try:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _schema, history
+from . import _schema, history, recovery
 from .commit import is_disk_full, journal_path
-from .errors import DiskFullError, HistoryError
+from .errors import DiskFullError, HistoryError, WorldLockedError
 from .spec import DEFAULT_SWITCH_DENSITY
 from .storage import SparseStorage
 from .world import World, create, open as open_world
@@ -99,6 +99,19 @@ def _raw_checksum(dset, index: int) -> str:
     return digest.hexdigest()
 
 
+def _check_closed(path: str) -> None:
+    """Raise :class:`WorldLockedError` unless the world is closed: compaction replaces the file, and a writer
+    would go on writing into the old one; a dead writer's last commit may still be in its journal."""
+    if not os.path.exists(path):
+        return  # open_world says so
+    if recovery.writer_alive(path):
+        raise WorldLockedError(f"{path} is open for writing by a running process; compaction replaces the file, "
+                               "so stop the writer (close the world) first")
+    if os.path.exists(journal_path(path)) or recovery.status_flags(path):
+        raise WorldLockedError(f"{path}: its writer died without closing it; run `worldstore recover {path}` "
+                               "first, then compact")
+
+
 def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every: int | None = None,
             codec: str = "gzip", on_progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """Rewrite the world file at ``path`` compactly; keep the snapshots the retention rules name.
@@ -119,7 +132,8 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
     path = os.fspath(path)
     _schema.history_filters(codec)  # an unknown codec fails before anything is written
     partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.compacting")
-    with open_world(path, "r") as source:  # a writer's lock refuses this: WorldLockedError
+    _check_closed(path)
+    with open_world(path, "r") as source:
         bytes_before = os.path.getsize(path)
         records = history.snapshots(source)
         kept = kept_snapshots([r["step"] for r in records], keep_last, keep_every)
@@ -155,6 +169,11 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
                                     "removed and the world is unchanged", path) from exc
             raise
     _fsync(partial)
+    try:
+        _check_closed(path)  # a writer may have opened it while we copied
+    except BaseException:
+        os.unlink(partial)
+        raise
     os.replace(partial, path)
     _fsync(os.path.dirname(os.path.abspath(path)))
     return {

@@ -51,7 +51,7 @@ FLUSH_EVERY = 10
 
 def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, agents: int = 32,
              steps: int = 50, seed: int = 0, overwrite: bool = False, snapshot_every: int = 10,
-             on_step: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+             on_step: Callable[[int, int], Any] | None = None, swmr: bool = False) -> dict[str, Any]:
     """Create an agentfarm world at ``path`` and run ``steps`` steps of random walkers.
 
     ``on_step(done, steps)`` is called after each step with the number of
@@ -59,9 +59,20 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
     ``FLUSH_EVERY`` steps and closed (so flushed) at the end; a snapshot is
     taken at the start and every ``snapshot_every`` steps (0: never).
 
+    ``on_step`` is also where a caller can stop the run: whatever it raises
+    propagates, after the world was committed at the step just finished (a
+    whole step: ``on_step`` runs between steps) and closed. That is how
+    ``worldstore demo`` stops at Ctrl-C.
+
+    ``swmr=True`` writes in HDF5's single-writer / multiple-reader mode, as
+    ``worldstore.open(path, "r+", swmr=True)`` does, so that other processes
+    can watch the run with ``worldstore.open(path, "r", swmr=True)`` and
+    :meth:`~worldstore.World.refresh`: they see each commit (every
+    ``FLUSH_EVERY`` steps, and every snapshot).
+
     Returns a JSON-able summary: ``path``, ``height``, ``width``, ``agents``,
     ``steps``, ``seed``, ``step`` (the world's final step),
-    ``committed_step``, ``total_resources``, ``temporal`` (sum of each
+    ``committed_step``, ``swmr``, ``total_resources``, ``temporal`` (sum of each
     temporal layer), ``positions`` (the agents' final ``[y, x]``) and
     ``snapshots`` (the steps snapshotted) and ``seconds`` (wall time of the run).
 
@@ -84,7 +95,7 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
                         f"({height * width} cells)")
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    with create(path, spec, overwrite=overwrite) as world:
+    with create(path, spec, overwrite=overwrite, swmr=swmr) as world:
         positions = _populate(world, rng)
         if snapshot_every:
             world.snapshot()
@@ -104,6 +115,7 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
             "agents": world.agents,
             "steps": int(steps),
             "seed": seed,
+            "swmr": bool(swmr),
             "step": world.current_step,
             "committed_step": world.committed_step,
             "total_resources": float(world["RESOURCES"].numpy().sum(dtype=np.float64)),

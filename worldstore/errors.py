@@ -80,3 +80,15 @@ class DiskFullError(WorldstoreError, OSError):
 
 class WorldLockedError(WorldstoreError, OSError):
     """Another process holds the world open for writing (HDF5's file lock)."""
+
+
+class WorldReplacedError(WorldstoreError, OSError):
+    """The world's path now names another file (``create --overwrite``, ``compact``, a copy over it)."""
+
+
+class DetachedWorldError(WorldstoreError, RuntimeError):
+    """A world used for writing in a process that did not open it (a forked child)."""
+
+
+class WorldPermissionError(WorldstoreError, PermissionError):
+    """This user may not do that to the world's file (open it for writing, recover it)."""

@@ -251,6 +251,7 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
 
 def restore(world: "World", step: Any) -> None:
     """Make the state of the snapshot at ``step`` live; the step counter goes back to ``step``."""
+    world._check_owner()
     if not world.writable:
         raise ReadOnlyWorldError(f"restore() changes the world: {world.path} is open read-only; open it with "
                                  "mode 'r+'")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DepositError, LayerDtypeError, LayerShapeError, ReadOnlyWorldError, WorldClosedError
+from .errors import (DepositError, DetachedWorldError, LayerDtypeError, LayerShapeError, ReadOnlyWorldError,
+                     WorldClosedError)
 from .spec import LayerSpec
 from .temporal import as_array
 
@@ -64,8 +65,27 @@ def check_values(name: str, values: Any, selection_shape: tuple[int, ...], dtype
         if np.isinf(converted).any() and not np.isinf(array).any():
             raise LayerDtypeError(f"layer {name!r}: values overflow {dtype.name} "
                                   f"(largest {np.finfo(dtype).max}); nothing was written")
+        if array.dtype.kind in "iu":
+            _check_exact(name, array, converted, dtype)
         return converted
     return array
+
+
+def _check_exact(name: str, array: np.ndarray, converted: np.ndarray, dtype: np.dtype) -> None:
+    """Raise unless every integer of ``array`` survived its conversion to the float ``converted``.
+
+    Floats hold every integer up to ``2**(nmant + 1)`` exactly (16,777,216 for
+    float32); beyond that only some, and numpy rounds the rest silently
+    (``2**25 + 1`` becomes ``33554432.0``). Those few are compared as Python ints.
+    """
+    exact = 2 ** (np.finfo(dtype).nmant + 1)
+    big = np.flatnonzero((array.reshape(-1) > exact) | (array.reshape(-1) < -exact))
+    for index in big.tolist():
+        value = int(array.reshape(-1)[index])
+        if int(converted.reshape(-1)[index]) != value:
+            raise LayerDtypeError(f"layer {name!r}: the integer {value} has no exact {dtype.name} value (it would "
+                                  f"be stored as {converted.reshape(-1)[index]!r}); {dtype.name} holds every "
+                                  f"integer up to {exact} exactly. Nothing was written")
 
 
 def coo_of(storage: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +117,8 @@ class Layer:
         self._writable = writable
         # In a reader: runs a read again until no commit landed while it ran (World._consistent_read).
         self._guard = guard
+        # Why a writer's layer no longer takes checked writes (a forked child's copy; World._detach).
+        self._detached: str | None = None
 
     # -- what it is -------------------------------------------------------
     @property
@@ -238,6 +260,8 @@ class Layer:
 
     def __setitem__(self, index: Any, values: Any) -> None:
         """Checked write: values of the selection's shape (or a scalar) and a fitting dtype."""
+        if self._detached is not None:
+            raise DetachedWorldError(self._detached)
         if not self._writable:
             raise ReadOnlyWorldError(f"layer {self.name!r} is read-only: open the world with mode='r+' to write")
         if self._live().kind == "sparse":
@@ -247,6 +271,9 @@ class Layer:
         # The selection's shape, from a zero-stride stand-in: touches no layer data.
         selection = np.broadcast_to(np.zeros((), dtype=array.dtype), self._shape)[index]
         array[index] = check_values(self.name, values, np.shape(selection), array.dtype)
+
+    def _detach(self, message: str) -> None:
+        self._detached = message
 
     def _close(self) -> None:
         if self._storage is not None:

@@ -120,6 +120,7 @@ def _observation_layer(world: "World", into: Any):
         raise ObserveError(f"into={into!r}: that is a {layer.grid_class} layer, not an observation layer")
     if not world.writable:
         raise ObserveError(f"into={into!r}: the world is open read-only; observe into a buffer instead")
+    world._check_owner()
     return layer
 
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import struct
 from typing import Any
 
-from .errors import HistoryError, WorldFormatError, WorldLockedError
+from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldReplacedError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: HDF5's superblock status flag of a file open for SWMR writing (H5F_SUPER_SWMR_WRITE_ACCESS).
+SWMR_WRITE_FLAG = 0x04
 _MASK = 0xFFFFFFFF
 
 
@@ -97,9 +100,11 @@ def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
 _SUPERBLOCK_SPAN = 4096 + 128
 
 
-def _read_superblock(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
-    """The file's first bytes and :func:`_superblock` of them."""
-    path = os.fspath(path)
+def _read_superblock(file: int | str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The first bytes of the file (a path, or an open descriptor) and :func:`_superblock` of them."""
+    if isinstance(file, int):
+        return (data := os.pread(file, _SUPERBLOCK_SPAN, 0)), _superblock(data, f"file descriptor {file}")
+    path = os.fspath(file)
     with open(path, "rb") as f:
         data = f.read(_SUPERBLOCK_SPAN)
     return data, _superblock(data, path)
@@ -110,9 +115,10 @@ def status_flags(path: str | os.PathLike) -> int:
     return _read_superblock(path)[1][2]
 
 
-def end_of_allocation(path: str | os.PathLike) -> int:
-    """The superblock's end-of-allocation address (HDF5's EOA)."""
-    data, (offset, _, _, size) = _read_superblock(path)
+def end_of_allocation(file: int | str | os.PathLike) -> int:
+    """The superblock's end-of-allocation address (HDF5's EOA), of a path or of an open descriptor (a writer's:
+    its path may name another file by now)."""
+    data, (offset, _, _, size) = _read_superblock(file)
     return _end_of_allocation(data, offset, size)
 
 
@@ -142,19 +148,58 @@ def range_lock(fd: int, byte: int, lock_type: int, wait: bool = False) -> None:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _one_byte(lock_type, byte))
 
 
-def hold_writer_lock(fd: int, path: str) -> None:
-    """Mark ``fd``'s process as the file's writer until ``fd`` is closed (or the process dies).
+#: The files this process holds as a writer, by ``(st_dev, st_ino)``: a second open in the same process is
+#: told that this process holds the file, not another one (an OFD lock conflicts within a process too).
+_HELD: dict[tuple[int, int], int] = {}
 
-    An open-file-description lock (``F_OFD_SETLK``): closing other descriptors
-    of the same file, as HDF5 and our own checks do, does not drop it.
+
+def hold_writer_lock(fd: int, path: str) -> int:
+    """Mark this process as the file's writer; return the descriptor that holds the mark (close it to release).
+
+    An open-file-description lock (``F_OFD_SETLK``) on a descriptor of its
+    own, opened here for the same file as ``fd``: mappings of the file keep
+    a duplicate of the descriptor they were made from alive (Python's mmap
+    does), and a lock on that one would outlive ``World.close()`` for as long
+    as an array handed out lives. Closing other descriptors of the file, as
+    HDF5 and our own checks do, does not drop it either.
     """
+    identity = file_identity(fd)
+    lock_fd = os.open(path, os.O_RDWR)
     try:
-        range_lock(fd, _WRITER_BYTE, fcntl.F_WRLCK)  # not Linux: a no-op, and HDF5's flock is the only guard
+        if file_identity(lock_fd) != identity:
+            raise WorldReplacedError(f"{path} was replaced while it was being opened; open it again")
+        range_lock(lock_fd, _WRITER_BYTE, fcntl.F_WRLCK)  # not Linux: a no-op, and HDF5's flock is the only guard
     except OSError as exc:
+        os.close(lock_fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
+            if identity in _HELD:
+                raise WorldLockedError(f"{path} is open for writing in this process already (a world not yet "
+                                       "closed); close that world, or use it, before opening the file again "
+                                       "with mode='r+'") from exc
             raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
                                    "one writer per file") from exc
         raise
+    _HELD[identity] = lock_fd
+    return lock_fd
+
+
+def release_writer_lock(lock_fd: int) -> None:
+    """Close the descriptor :func:`hold_writer_lock` returned: the file has no writer in this process now."""
+    identity = file_identity(lock_fd)
+    if _HELD.get(identity) == lock_fd:
+        del _HELD[identity]
+    os.close(lock_fd)
+
+
+def forget_writer_locks() -> None:
+    """In a forked child: the writer locks are the parent's (the child shares them, never holds them)."""
+    _HELD.clear()
+
+
+def file_identity(fd_or_path: int | str | os.PathLike) -> tuple[int, int]:
+    """``(st_dev, st_ino)``: which file a descriptor or a path names now."""
+    info = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    return info.st_dev, info.st_ino
 
 
 def writer_alive(path: str | os.PathLike) -> bool:
@@ -203,20 +248,82 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
                                "gone")
     fd = os.open(path, os.O_RDWR)
     try:
-        data = os.pread(fd, _SUPERBLOCK_SPAN, 0)
-        offset, length, flags, size = _superblock(data, path)
-        if flags == 0:
+        cleared = cleared_superblock(os.pread(fd, _SUPERBLOCK_SPAN, 0), os.fstat(fd).st_size, path)
+        if cleared is None:
             return False
-        block = bytearray(data[offset:offset + length])
-        block[11] = 0
-        field = 12 + 2 * size  # the end-of-file (allocation) address, relative to the base address (0 here)
-        end = int.from_bytes(block[field:field + size], "little")
-        block[field:field + size] = max(end, os.fstat(fd).st_size - offset).to_bytes(size, "little")
-        os.pwrite(fd, bytes(block) + lookup3(bytes(block)).to_bytes(4, "little"), offset)
+        os.pwrite(fd, cleared[1], cleared[0])
         os.fsync(fd)
         return True
     finally:
         os.close(fd)
+
+
+def cleared_superblock(data: bytes, file_size: int, path: str) -> tuple[int, bytes] | None:
+    """``(offset, bytes)`` of the superblock in ``data`` (the file's first bytes) as :func:`clear_status_flags`
+    writes it: flags 0, end of allocation at least ``file_size``, checksum anew. None if its flags are 0."""
+    offset, length, flags, size = _superblock(data, path)
+    if flags == 0:
+        return None
+    block = bytearray(data[offset:offset + length])
+    block[11] = 0
+    field = 12 + 2 * size  # the end-of-file (allocation) address, relative to the base address (0 here)
+    end = int.from_bytes(block[field:field + size], "little")
+    block[field:field + size] = max(end, file_size - offset).to_bytes(size, "little")
+    return offset, bytes(block) + lookup3(bytes(block)).to_bytes(4, "little")
+
+
+class CleanView(io.RawIOBase):
+    """A read-only file object over a world file whose writer died, that shows its superblock cleared.
+
+    HDF5 refuses to open a file whose "open for write" flags are set, and
+    clearing them means writing the file, which a reader must never do (it
+    may not even be allowed to). h5py opens this object instead (its
+    ``fileobj`` driver): every byte is the file's, except the superblock,
+    which reads as :func:`clear_status_flags` would write it.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._position = 0
+        try:
+            self._size = os.fstat(self._fd).st_size
+            self._patch = cleared_superblock(os.pread(self._fd, _SUPERBLOCK_SPAN, 0), self._size, path)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._position)
+        count = len(data)
+        view[:count] = data
+        if self._patch is not None:
+            start, patch = self._patch
+            lo, hi = max(start, self._position), min(start + len(patch), self._position + count)
+            if lo < hi:
+                view[lo - self._position:hi - self._position] = patch[lo - start:hi - start]
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 def recover(path: str | os.PathLike) -> dict[str, Any]:

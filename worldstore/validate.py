@@ -54,7 +54,7 @@ import numpy as np
 
 from . import _schema, history, recovery
 from ._version import __version__
-from .commit import journal_path, read_journal
+from .commit import consistent, journal_path, read_journal, read_sequence
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
 from .spec import GRID_CLASSES, LayerSpec, WorldSpec, parse_size
 from .world import check_path, create
@@ -936,8 +936,6 @@ def _touch_mapped_world(path: str, shape: tuple[int, int], agents: int, rng: np.
 
 
 # -- checking a world file ---------------------------------------------------------------------
-#: The superblock's status flag of a writer in SWMR mode (bit 0: open for writing).
-_SWMR_WRITE = 0x04
 _DEFLATE, _SHUFFLE, _FLETCHER32 = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32
 
 
@@ -973,7 +971,7 @@ class _FileCheck:
         self.in_use = False
         self.journal = False
         self.stop: str | None = None  # why the file cannot be read at all
-        self.library_blocked: str | None = None  # why the library must not open it (it would change it)
+        self.library_blocked: str | None = None  # why the library's reads are not compared with HDF5's
         self.count = 0  # complete snapshots
         self.has_history = False
         self.verified: dict[str, int] = {"superblock": 0, "objects": 0, "attributes": 0, "chunks_deflate": 0,
@@ -1048,7 +1046,7 @@ class _FileCheck:
         journal = journal_path(self.path)
         self.journal = os.path.exists(journal)
         problems, notes = [], []
-        if self.flags & _SWMR_WRITE and self.in_use:
+        if self.flags & recovery.SWMR_WRITE_FLAG and self.in_use:
             notes.append("a SWMR writer has the file open: it is read as a SWMR reader, and what it commits "
                          "meanwhile may show")
         elif self.flags and self.in_use:
@@ -1068,7 +1066,8 @@ class _FileCheck:
             what = {True: "whole: the next open finishes that commit",
                     False: "cut short: the next open discards it (the file keeps the commit before)",
                     None: "unreadable"}[whole]
-            self.library_blocked = f"a commit journal is pending ({journal}); opening the world would apply it"
+            self.library_blocked = (f"a commit journal is pending ({journal}): `worldstore recover` would finish "
+                                    "or discard it, so the file's bytes are not yet settled")
             message = f"a commit journal is pending beside the file ({journal}, {what})"
             (notes if self.flags and self.in_use else problems).append(message)
         figure = ("writer" if self.flags and self.in_use else "killed writer" if self.flags else
@@ -1082,7 +1081,7 @@ class _FileCheck:
     def _opens(self) -> dict[str, Any]:
         check = "opens read-only"
         _schema.load_filters()
-        swmr = bool(self.flags & _SWMR_WRITE) and self.in_use
+        swmr = bool(self.flags & recovery.SWMR_WRITE_FLAG) and self.in_use
         try:
             self.f = h5py.File(self.path, "r", swmr=swmr)
         except OSError as exc:
@@ -1120,9 +1119,8 @@ class _FileCheck:
             dset = group[layer.name]
             attrs = dset.attrs
             for key in ("_FillValue", _schema.A_PAD):
-                if key in attrs and np.asarray(attrs[key]).dtype != layer.np_dtype:
-                    problems.append(f"{layer.name}: attribute {key} is {np.asarray(attrs[key]).dtype}, the layer "
-                                    f"{layer.np_dtype} (CF readers need the variable's type)")
+                if key in attrs:
+                    problems.extend(_value_attribute_problems(layer, key, np.asarray(attrs[key]).dtype))
             for key in ("long_name", "units"):
                 if key not in attrs:
                     problems.append(f"{layer.name}: no {key!r} attribute")
@@ -1152,18 +1150,28 @@ class _FileCheck:
     def _clock(self) -> dict[str, Any]:
         check = "clock"
         f = self.f
-        step, committed = _schema.read_clock(f, self.path)
+        commit_name = _schema.COMMIT
+        dset = f.get(commit_name)
+        live = bool(self.flags & recovery.SWMR_WRITE_FLAG) and self.in_use
+        notes = []
+        if live and isinstance(dset, h5py.Dataset):
+            # A SWMR writer commits meanwhile: read the clock and /commit of one commit (under its sequence, by
+            # pread: HDF5 may serve /commit's 16 bytes from its sieve buffer), and leave the root attributes
+            # out: a SWMR reader sees attribute changes only when it opens the file again.
+            (step, committed), (sequence, at) = self._live_clock()
+            attrs = None
+            notes.append("a SWMR writer is running: read under the commit sequence; the root attributes are not "
+                         "compared (SWMR readers see them change only when they reopen)")
+        else:
+            step, committed = _schema.read_clock(f, self.path)
+            attrs = (int(f.attrs[_schema.ROOT_STEP]), int(f.attrs[_schema.ROOT_COMMITTED]))
+            sequence, at = (int(v) for v in dset[...]) if isinstance(dset, h5py.Dataset) else (None, None)
         problems = []
-        attrs = (int(f.attrs[_schema.ROOT_STEP]), int(f.attrs[_schema.ROOT_COMMITTED]))
-        if _schema.CLOCK in f and attrs != (step, committed):
+        if attrs is not None and _schema.CLOCK in f and attrs != (step, committed):
             problems.append(f"/{_schema.CLOCK} holds {[step, committed]}, the root attributes {list(attrs)}")
         if committed > step:
             problems.append(f"committed step {committed} is after the current step {step}")
-        notes = []
-        commit_name = _schema.COMMIT
-        dset = f.get(commit_name)
-        if isinstance(dset, h5py.Dataset):
-            sequence, at = (int(v) for v in dset[...])
+        if sequence is not None:
             if sequence % 2:
                 problems.append(f"/{commit_name} sequence {sequence} is odd: a commit was being written into the "
                                 f"file and did not finish" + (" (its journal is pending)" if self.journal else ""))
@@ -1173,9 +1181,21 @@ class _FileCheck:
         figure = f"step {step} (committed {committed})"
         if problems:
             return _row(check, False, "; ".join(problems), figure, step=step, committed_step=committed)
-        return _row(check, True, f"/{_schema.CLOCK} and the root attributes agree: step {step}, committed "
-                                 f"{committed}" + ("; " + "; ".join(notes) if notes else ""), figure, step=step,
-                    committed_step=committed)
+        agree = f"/{_schema.CLOCK} and " + (f"/{commit_name}" if attrs is None else "the root attributes")
+        return _row(check, True, f"{agree} agree: step {step}, committed {committed}"
+                    + ("; " + "; ".join(notes) if notes else ""), figure, step=step, committed_step=committed)
+
+    def _live_clock(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((step, committed), (sequence, committed step))`` of /clock and /commit, of one commit."""
+        offset = _schema.commit_offset(self.f, self.size, self.path)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            def read() -> tuple[tuple[int, int], tuple[int, int]]:
+                self.f[_schema.CLOCK].refresh()
+                return _schema.read_clock(self.f, self.path), read_sequence(fd, offset)
+            return consistent(self.path, fd, offset, read)[1]
+        finally:
+            os.close(fd)
 
     # -- every object --------------------------------------------------------------------
     def _objects(self) -> dict[str, Any]:
@@ -1582,6 +1602,17 @@ def _journal_whole(path: str) -> bool | None:
         return read_journal(path) is not None
     except Exception:  # noqa: BLE001 - a journal that cannot be read is reported as such
         return None
+
+
+def _value_attribute_problems(layer: LayerSpec, key: str, stored: np.dtype) -> list[str]:
+    """What is wrong with the type of a layer's ``_FillValue`` or ``pad_value`` attribute (CF readers need the
+    variable's type): the one :func:`_schema.value_attribute_dtype` gives (int8 for a bool layer), or, for a
+    bool layer of a file written by an older worldstore, the HDF5 enum (bool) it held then."""
+    expected = _schema.value_attribute_dtype(layer.np_dtype)
+    if stored == expected or (layer.np_dtype.kind == "b" and stored.kind == "b"):
+        return []
+    return [f"{layer.name}: attribute {key} is {stored}, expected {expected} for a {layer.dtype} layer "
+            "(CF readers need the variable's type)"]
 
 
 def _text(value: Any) -> str:

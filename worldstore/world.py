@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import uuid
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _schema, recovery, temporal
+from . import _native, _schema, recovery, temporal
 from . import commit as _commit
-from .errors import (DepositError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
-                     WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError)
+from .errors import (DepositError, DetachedWorldError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
+                     WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError, WorldPermissionError,
+                     WorldReplacedError, WorldstoreError)
 from .layer import Layer
 from .spec import DENSE_KINDS, STORAGE_KINDS, WorldSpec
 from .storage import LayerStorage, MappedStorage, MemoryStorage, SparseStorage
@@ -40,11 +42,23 @@ class World:
     """
 
     def __init__(self, h5file: h5py.File, fd: int, path: str, mode: str, spec: WorldSpec,
-                 layers: dict[str, Layer], storages: dict[str, LayerStorage], step: int, committed: int):
+                 layers: dict[str, Layer], storages: dict[str, LayerStorage], step: int, committed: int,
+                 lock_fd: int | None = None):
         # Private: use worldstore.create / worldstore.open.
         _OPEN.add(self)
         self._file: h5py.File | None = h5file
         self._fd = fd
+        # A writer's lock on the file, on a descriptor of its own (see recovery.hold_writer_lock).
+        self._lock_fd = lock_fd
+        # The process that opened the world: the only one that may commit, flush, close or recover it.
+        self._pid = os.getpid()
+        self._detached = False
+        # The file's identity (_schema.ROOT_WORLD_ID), recorded in each journal.
+        self._world_id = _schema.read_world_id(h5file)
+        # Where the layers' bytes end in the file (a file now shorter was cut under us), and the count of
+        # faults in cut-short mappings last seen (worldstore/_guard.c).
+        self._layers_end = 0
+        self._faults_seen = _native.faults_total()
         self._path = path
         self._mode = mode
         self._spec = spec
@@ -283,6 +297,14 @@ class World:
         self._check_open()
         if self.writable:
             return self._step
+        try:
+            replaced = recovery.file_identity(self._path) != recovery.file_identity(self._fd)
+        except FileNotFoundError as exc:
+            raise WorldReplacedError(f"{self._path} was removed since this reader opened it; what it read before "
+                                     "stays valid. Open the world again when a file is there") from exc
+        if replaced or self._cut_short():
+            self._reopen()
+            return self._committed
         fresh = _load(self._file, self._path, self._mode, self._overrides)
         for storage in self._storages.values():
             storage.close()
@@ -294,6 +316,27 @@ class World:
             layer._guard = self._consistent_read
         fresh._discard()
         return self._committed
+
+    def _reopen(self) -> None:
+        """A reader whose path now names another file (compact, ``create --overwrite``, a copy), or whose file
+        was rewritten in place: take everything, layers, clock and history, from the file there now, all at
+        once. The old file is let go first: HDF5 shares one open per file within a process, and would serve
+        a file rewritten in place from what it read before."""
+        swmr = self._file.swmr_mode
+        for storage in self._storages.values():
+            storage.close()
+        self._file.close()
+        self._file = None  # closed, should the open below fail
+        os.close(self._fd)
+        fresh = open(self._path, "r", storage=self._overrides, swmr=swmr)
+        self._file, self._fd, self._layers, self._storages = fresh._file, fresh._fd, fresh._layers, fresh._storages
+        fresh._discard()  # its file, descriptor and storages are this world's now
+        self._spec, self._step, self._committed = fresh._spec, fresh._step, fresh._committed
+        self._sequence_offset, self._sequence = fresh._sequence_offset, fresh._sequence
+        self._world_id, self._dense_kind = fresh._world_id, fresh._dense_kind
+        self._layers_end, self._faults_seen = fresh._layers_end, fresh._faults_seen
+        for layer in self._layers.values():
+            layer._guard = self._consistent_read
 
     def history(self) -> list[dict[str, Any]]:
         """The snapshots, oldest first: ``index``, ``step``, ``time`` (Unix seconds), ``bytes`` stored."""
@@ -418,7 +461,14 @@ class World:
         self._check_open()
         if not self.writable:
             return self._committed
-        _commit.commit(self, durable)
+        self._check_owner()
+        try:
+            _commit.commit(self, durable)
+        except WorldReplacedError:
+            # HDF5 would write its view of the old file (superblock, metadata) into whatever is at the path
+            # now when it flushes or closes: from here on it writes to a scratch file.
+            _blind(self._file)
+            raise
         self._committed = self._step
         return self._committed
 
@@ -449,7 +499,9 @@ class World:
         self._check_open()
         if self.writable:
             return self._step, reader(self)
-        return _commit.consistent(self._path, self._fd, self._sequence_offset, lambda: reader(self))
+        result = _commit.consistent(self._path, self._fd, self._sequence_offset, lambda: reader(self))
+        self._check_whole()
+        return result
 
     def close(self) -> None:
         """Flush (in a writable world) and release the file. Closing twice is harmless.
@@ -459,9 +511,11 @@ class World:
         """
         if self._file is None:
             return
+        if self.writable and os.getpid() != self._pid:
+            self._detach()  # a forked child: release its copies, never commit the parent's world
         _OPEN.discard(self)
         try:
-            if self.writable:
+            if self.writable and not self._detached:
                 self.commit()
         finally:
             for storage in self._retired:
@@ -472,6 +526,9 @@ class World:
             self._file.close()
             self._file = None
             os.close(self._fd)
+            if self._lock_fd is not None:
+                recovery.release_writer_lock(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> "World":
         return self
@@ -494,11 +551,33 @@ class World:
             for storage in self._storages.values():
                 storage.close()
             os.close(self._fd)
+            if self._lock_fd is not None:
+                recovery.release_writer_lock(self._lock_fd)
+                self._lock_fd = None
 
     def _consistent_read(self, read: Any) -> Any:
         """``read()``, run again until no commit landed while it ran (a read-only world's layer reads; see
         :meth:`read`)."""
-        return _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
+        result = _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
+        self._check_whole()
+        return result
+
+    def _cut_short(self) -> bool:
+        """Whether the file was made shorter than the world's layers while this process had it mapped
+        (``truncate``, or ``cp`` of a smaller file over it): its mapped pages past the new end read zeros
+        since (``worldstore/_guard.c``), where they would have ended the process with SIGBUS."""
+        if os.fstat(self._fd).st_size < self._layers_end:
+            return True
+        if _native.faults_total() == self._faults_seen:
+            return False
+        return any(storage.cut_short() for storage in [*self._storages.values(), *self._retired])
+
+    def _check_whole(self) -> None:
+        """After a checked read: raise :class:`WorldReplacedError` if the file was cut short under it."""
+        if _native.faults_total() != self._faults_seen and self._cut_short():
+            raise WorldReplacedError(f"{self._path} was cut short while this process read it (truncated, or "
+                                     "another file copied over it): the read saw zeros, not the world. "
+                                     "refresh() reopens the file as it is now")
 
     def _check_open(self) -> None:
         if self._file is None:
@@ -506,8 +585,38 @@ class World:
 
     def _check_writable(self) -> None:
         self._check_open()
+        self._check_owner()
         if not self.writable:
             raise ReadOnlyWorldError(f"world {self._path} is open read-only; open it with mode='r+' to change it")
+
+    def _check_owner(self) -> None:
+        """Raise :class:`DetachedWorldError` in a process that did not open this writer (a forked child)."""
+        if self.writable and (self._detached or os.getpid() != self._pid):
+            self._detach()
+            raise DetachedWorldError(_detached_message(self._path, self._pid))
+
+    def _detach(self) -> None:
+        """In a forked child: make this inherited writer the child's own, unable to reach the file.
+
+        The child's copies of the mapped layers are its own memory already
+        (copied blocks and ``MAP_PRIVATE`` pages are copy-on-write across
+        fork; a write into a block not yet copied copies it in the child).
+        What is left is HDF5: the child's HDF5 would write metadata, clear the
+        "open for write" flags and drop the parent's ``flock`` when it closes
+        the file (at exit, or when the object is collected). Its descriptor is
+        pointed at a scratch file, so nothing it does reaches the world.
+        Readers inherited across fork need none of this, and keep working.
+        """
+        if self._detached:
+            return
+        self._detached = True
+        _OPEN.discard(self)  # the child's exit must not close, so commit, the parent's world
+        if not self.writable or self._file is None:
+            return
+        _blind(self._file)
+        message = _detached_message(self._path, self._pid)
+        for layer in self._layers.values():
+            layer._detach(message)
 
 
 #: Worlds not yet closed. At interpreter exit they are closed (so flushed) while h5py and numpy
@@ -525,8 +634,42 @@ def _close_open_worlds() -> None:
             pass
 
 
+def _detach_inherited() -> None:
+    """After fork, in the child: every world it inherited belongs to the parent (see :meth:`World._detach`)."""
+    recovery.forget_writer_locks()
+    for world in list(_OPEN):
+        try:
+            world._detach()
+        except Exception:  # noqa: BLE001 - a fork must not fail; commit() and close() check the pid again
+            pass
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_detach_inherited)
+
+
+def _detached_message(path: str, pid: int) -> str:
+    return (f"world {path} was opened for writing by process {pid}; this process (pid {os.getpid()}) inherited it "
+            "by fork, so it cannot write, commit or close it into the file: its writes stay in this process. "
+            "Open the world again here (worldstore.open(path) to read; mode='r+' once the parent closed it)")
+
+
+def _blind(h5file: h5py.File) -> None:
+    """Point ``h5file``'s HDF5 descriptor at an unlinked scratch file: whatever HDF5 writes, flushes or
+    unlocks on it from now on reaches neither the world file nor its locks (a forked child's inherited
+    writer; a writer whose file was replaced)."""
+    import tempfile
+
+    try:
+        handle = h5file.id.get_vfd_handle()
+    except Exception:  # noqa: BLE001 - a driver without a descriptor: nothing shared to protect
+        return
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), int(handle))
+
+
 def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
-           write_fill: bool = False, history_codec: str = "gzip") -> World:
+           write_fill: bool = False, history_codec: str = "gzip", swmr: bool = False) -> World:
     """Create a world file for ``spec`` and open it for writing.
 
     Every layer is allocated and its disk blocks reserved now, so a full disk
@@ -545,6 +688,12 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     it), ``"blosc2"`` (Zstd through Blosc2, much faster; needs the
     hdf5plugin package here and its filters in other tools) or ``"none"``.
 
+    ``swmr=True`` returns the writer in SWMR mode, as ``open(path, "r+",
+    swmr=True)`` would: readers can open the file while it writes. The world
+    is opened before it is put in place, so no reader can come between.
+    ``overwrite=True`` refuses (:class:`WorldLockedError`) a file a live
+    writer holds.
+
     >>> import worldstore, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
     >>> spec = worldstore.WorldSpec(32, 32, 0, [worldstore.LayerSpec("TERRAIN_COST", "environment",
@@ -560,20 +709,30 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     _schema.history_filters(history_codec)  # an unknown codec, or blosc2 without hdf5plugin: fail first
     if os.path.exists(path) and not overwrite:
         raise WorldExistsError(errno.EEXIST, "a file exists there; pass overwrite=True to replace it", path)
+    if os.path.isfile(path) and recovery.writer_alive(path):
+        raise WorldLockedError(f"{path} is open for writing by a running process; it cannot be replaced under it. "
+                               "Stop that writer first (or create the world under another name)")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise WorldNotFoundError(errno.ENOENT, "the directory does not exist", directory)
     # Build under a temporary name and rename at the end: a failed create
     # leaves neither a partial world nor a damaged previous file.
+    # The writer opens it under that name too, so that it holds the file (and its lock) before any reader
+    # can open it at ``path``.
     partial = os.path.join(directory, f".{os.path.basename(path)}.creating-{os.getpid()}")
+    world = None
     try:
         _write_new_file(partial, spec, write_fill, history_codec)
+        world = open(partial, "r+", swmr=swmr)
         os.replace(partial, path)
     except BaseException:
+        if world is not None:
+            world.close()  # nothing to commit: it was just opened
         if os.path.exists(partial):
             os.unlink(partial)
         raise
-    return open(path, "r+")
+    world._path = path
+    return world
 
 
 _FILL_CHUNK = 8 << 20  # bytes per pwrite when writing fill values
@@ -645,9 +804,13 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     path = check_path(path)
     if os.path.getsize(path) == 0:  # checked first: HDF5 would write a superblock into it in "r+"
         raise WorldFormatError(f"{path} is empty, not a world file")
-    _finish_commit(path)
+    if mode == "r+":
+        _check_may_write(path)
+        _finish_commit(path)  # a reader never writes the file: it reads the last commit, or says to recover
     try:
         h5file = _open_file(path, mode, swmr)
+    except WorldstoreError:
+        raise
     except OSError as exc:
         raise _open_error(path, exc) from exc
     try:
@@ -689,6 +852,9 @@ def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] 
             if mode == "r+" and _schema.COMMIT not in h5file:  # a file written before commits had a sequence
                 _schema.write_commit_dataset(h5file)
                 h5file.flush()
+            if mode == "r+" and _schema.read_world_id(h5file) is None:  # ... or an identity
+                h5file.attrs[_schema.ROOT_WORLD_ID] = uuid.uuid4().hex
+                h5file.flush()
             world = _attach(h5file, path, mode, stored, stored.with_storage(overrides), step, committed)
         world._overrides = overrides
         return world
@@ -714,6 +880,18 @@ def _refresh_committed(h5file: h5py.File) -> None:
             dset.refresh()
 
 
+def _check_may_write(path: str) -> None:
+    """Raise :class:`WorldPermissionError`, saying what this user can do instead, if it may not write ``path``."""
+    if os.access(path, os.W_OK):
+        return
+    if recovery.status_flags(path) and not recovery.in_use(path):
+        raise WorldPermissionError(errno.EACCES, "its writer died without closing it, and this user may not write "
+                                   "the file; open it with mode='r' to read its last commit, or have someone "
+                                   f"allowed to write it run: worldstore recover {path}", path)
+    raise WorldPermissionError(errno.EACCES, "this user may not write the file; open it with mode='r' to read it",
+                               path)
+
+
 def _finish_commit(path: str) -> None:
     """Replay or discard the journal of a commit its writer did not finish (no live process holds the file)."""
     if not os.path.exists(_commit.journal_path(path)) or not os.access(path, os.W_OK) or recovery.in_use(path):
@@ -723,16 +901,55 @@ def _finish_commit(path: str) -> None:
 
 
 def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
-    """h5py.File, recovering by itself a file whose writer was killed (see :mod:`.recovery`)."""
+    """h5py.File; a writer recovers by itself a file whose writer was killed (see :mod:`.recovery`), a reader
+    reads it as it is (see :func:`_open_for_reading`)."""
     try:
         return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
     except OSError as exc:
-        if "already open for write" not in str(exc).lower() or not os.access(path, os.W_OK):
+        message = str(exc).lower()
+        if mode == "r" and "unable to lock file" in message and recovery.writer_alive(path):
+            raise _not_swmr(path) from exc  # a writer not in SWMR mode holds HDF5's lock
+        if "already open for write" not in message:
             raise
+        if mode == "r":
+            return _open_for_reading(path, exc)
         if recovery.in_use(path):  # a live writer: HDF5's error stands
             raise
         recovery.clear_status_flags(path)  # flags left by a writer that was killed
         return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
+
+
+def _open_for_reading(path: str, refused: OSError) -> h5py.File:
+    """A reader's open of a file HDF5 calls "already open for write", without writing it.
+
+    A live SWMR writer: read as a SWMR reader, whether or not ``swmr=True``
+    was passed (the CLI and every reader can follow a running world). A live
+    writer not in SWMR mode lets no reader in: say how to start it so it
+    does. A writer that died: read its last commit through a view of the
+    file whose superblock shows the flags cleared; the file is not touched
+    (it may not even be writable by this user).
+    """
+    flags = recovery.status_flags(path)
+    if flags & recovery.SWMR_WRITE_FLAG:
+        try:
+            return h5py.File(path, "r", libver=_schema.LIBVER, swmr=True)
+        except OSError:
+            if recovery.writer_alive(path):
+                raise
+    if recovery.writer_alive(path) or recovery.in_use(path):
+        raise _not_swmr(path) from refused
+    try:
+        return h5py.File(recovery.CleanView(path), "r", libver=_schema.LIBVER)
+    except OSError as exc:
+        raise WorldFormatError(f"{path}: its writer died without closing it, and the file cannot be read as it is "
+                               f"({exc}); someone allowed to write the file must run: worldstore recover {path}") \
+            from exc
+
+
+def _not_swmr(path: str) -> WorldLockedError:
+    return WorldLockedError(f"{path} is being written by a live writer that is not in SWMR mode, so readers cannot "
+                            "open it; start the writer with worldstore.open(path, 'r+', swmr=True) (worldstore "
+                            "demo --swmr) to let readers in")
 
 
 def _open_error(path: str, exc: OSError) -> OSError:
@@ -753,9 +970,10 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     writable = mode == "r+"
     fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     storages: dict[str, LayerStorage] = {}
+    lock_fd = None
     try:
         if writable:
-            recovery.hold_writer_lock(fd, path)
+            lock_fd = recovery.hold_writer_lock(fd, path)
         group = h5file[_schema.LAYERS_GROUP]
         for layer in spec.layers:
             dset = group[layer.name]
@@ -775,7 +993,7 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
             storage = _dense_storage(dset, fd, kind, writable, where,
                                      f"open with storage={{{layer.name!r}: 'memory'}}", " (for example by h5repack)")
             if coo is not None:
-                dense = storage.private_array()
+                dense = storage.array if writable else storage.own_array()  # a reader's: memory (above)
                 dense.fill(0)
                 dense.reshape(-1)[coo[0][:, 0] * spec.width + coo[0][:, 1]] = coo[1]
             storages[layer.name] = storage
@@ -783,12 +1001,17 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
         for storage in storages.values():
             storage.close()
         os.close(fd)
+        if lock_fd is not None:
+            recovery.release_writer_lock(lock_fd)
         raise
-    world = World(h5file, fd, path, mode, spec, {}, storages, step, committed)
+    world = World(h5file, fd, path, mode, spec, {}, storages, step, committed, lock_fd)
     guard = None if writable else world._consistent_read
     world._layers.update((layer.name, Layer(layer, spec.shape_of(layer.name), storages[layer.name], writable, guard))
                          for layer in spec.layers)
     world._sequence_offset = _schema.commit_offset(h5file, os.fstat(fd).st_size, path)
+    world._layers_end = max((sum(extent) for extent in (_schema.layer_extent(group[layer.name], os.fstat(fd).st_size,
+                                                                             path) for layer in spec.layers)
+                             if extent is not None), default=0)
     if world._sequence_offset is not None:
         world._sequence = _commit.read_sequence(fd, world._sequence_offset)[0]
     return world

@@ -37,6 +37,9 @@ class LayerStorage(Protocol):
         file); the commit then writes it whole with ``flush``.
         """
 
+    def cut_short(self) -> bool:
+        """Whether the file was cut shorter under the layer's mapping (its pages past the end now read zeros)."""
+
     def drop_private(self) -> None:
         """After a commit: give up private copies of pages the file now holds."""
 

@@ -182,6 +182,13 @@ class MappedStorage:
                 spans.append((lo // PAGE, -(-hi // PAGE)))
         return [PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans)]
 
+    def cut_short(self) -> bool:
+        """Whether the file was cut shorter under this layer's mappings (see ``worldstore/_guard.c``)."""
+        mappings = [(self._address, self._end)]
+        if self._private is not None:
+            mappings.append((self._private.__array_interface__["data"][0], self._private.nbytes))
+        return any(_native.cut_short(address, nbytes) for address, nbytes in mappings)
+
     def drop_private(self) -> None:
         """After a commit: the written pages read the file again (which now holds the same bytes)."""
         if self._cow_id is not None:

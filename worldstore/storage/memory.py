@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 
-from .pages import PAGE, PageSet
+from .pages import PAGE, PageSet, read_into
 
 
 class MemoryStorage:
@@ -26,7 +26,12 @@ class MemoryStorage:
         # Where the dataset's bytes lie (contiguous datasets): commits patch the pages that changed.
         self._fd, self._offset = fd, offset
         self._data = np.empty(dset.shape, dtype=dset.dtype)
-        if self._data.size:
+        if self._data.size and fd is not None and offset is not None:
+            # The file's bytes themselves: HDF5 serves small contiguous datasets from its sieve buffer (64 KiB),
+            # shared by every open of the file in a process, so a reader's read_direct could return the bytes
+            # of an older commit than the one the reader's sequence check vouches for.
+            read_into(fd, offset, self._data.reshape(-1).view(np.uint8))
+        elif self._data.size:
             dset.read_direct(self._data)
         if writable:
             self._array = self._data
@@ -39,8 +44,12 @@ class MemoryStorage:
         return self._array
 
     def private_array(self) -> np.ndarray:
-        # In a read-only world nothing is ever written back, so the RAM copy
-        # itself is private to this process.
+        # A writer's array is its own already. A reader's RAM copy is what its layer's numpy(), [...],
+        # window() and observe() read, so writes through a "private" array must go to a copy of it.
+        return self._data if self._writable else self._data.copy()
+
+    def own_array(self) -> np.ndarray:
+        """The RAM array itself, writable even in a reader: for filling it in at open (a COO form)."""
         return self._data
 
     def patches(self) -> list[PageSet] | None:
@@ -53,6 +62,9 @@ class MemoryStorage:
         if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
             return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
         return [PageSet.changed(self._fd, self._offset, region)]
+
+    def cut_short(self) -> bool:
+        return False  # read with pread, which reports a short file itself
 
     def drop_private(self) -> None:
         pass

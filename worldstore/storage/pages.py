@@ -11,10 +11,12 @@ per-page Python or system call.
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 
 from .. import _native
+from ..errors import WorldFormatError
 
 PAGE = mmap.PAGESIZE
 
@@ -68,9 +70,33 @@ class PageSet:
 
 def map_region(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
     """Map ``nbytes`` of the file at ``offset``: ``(mapping, where they begin in it)`` (mmap offsets must be
-    granularity-aligned)."""
+    granularity-aligned).
+
+    The mapping is guarded (``worldstore/_guard.c``): should the file be cut
+    shorter while it is mapped, its pages past the end read zeros instead of
+    ending the process with SIGBUS, and :func:`worldstore._native.cut_short` says so.
+    """
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    return mmap.mmap(fd, offset - start + nbytes, access=access, offset=start), offset - start
+    mapping = mmap.mmap(fd, offset - start + nbytes, access=access, offset=start)
+    if len(mapping):
+        _native.guard(mapping, mapping_address(mapping), len(mapping))
+    return mapping, offset - start
+
+
+def mapping_address(mapping: mmap.mmap) -> int:
+    """The address of a mapping's first byte."""
+    return np.frombuffer(mapping, np.uint8, 1).ctypes.data
+
+
+def read_into(fd: int, offset: int, region: np.ndarray) -> None:
+    """Fill ``region`` (a flat, writable uint8 array) with the file's bytes from ``offset`` (positioned reads)."""
+    view = memoryview(region)
+    done = 0
+    while done < len(view):
+        count = os.preadv(fd, [view[done:]], offset + done)
+        if count == 0:
+            raise WorldFormatError(f"the file ends {len(view) - done} bytes before the end of a layer")
+        done += count
 
 
 def file_region(fd: int, offset: int, nbytes: int, access: int) -> np.ndarray:
