@@ -101,7 +101,8 @@ def recover(path, as_json):
     """Clear the "open for write" flags a killed writer left in PATH (as h5clear -s does), finish or
     discard the commit it was writing, and report.
 
-    Refuses while a process holds the file. worldstore.open does the same by itself.
+    Refuses while a process holds the file. A writer's worldstore.open(path, "r+") does the same by
+    itself; readers and read-only commands never do (they read the last commit, or say to run this).
     """
     report = worldstore.recover(path)
     if as_json:
@@ -110,6 +111,8 @@ def recover(path, as_json):
     done = ["cleared the flags a killed writer left" if report["flags_cleared"] else "no flags to clear"]
     journal = {"replayed": "finished the commit the kill interrupted (its journal was whole)",
                "discarded": "discarded a commit the kill cut short (the file keeps the commit before)"}
-    if report["journal"] in journal:
+    if report.get("journal_reason"):
+        done.append(f"discarded a journal beside it: {report['journal_reason']}")
+    elif report["journal"] in journal:
         done.append(journal[report["journal"]])
     click.echo(f"{path}: {'; '.join(done)}; committed step {report['committed_step']}")

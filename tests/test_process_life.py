@@ -295,6 +295,24 @@ def test_a_journal_is_replayed_only_into_its_own_world(tmp_path):
         assert world.committed_step == 0
 
 
+def test_recover_discards_the_journal_of_a_world_renamed_over(tmp_path):
+    from test_commit import kill_writer, spec
+
+    path, other = str(tmp_path / "w.h5"), str(tmp_path / "other.h5")
+    worldstore.create(path, spec()).close()
+    with worldstore.create(other, spec()) as world:
+        world["MAPPED"][...] = 42
+    kill_writer(path, "apply")  # a whole journal beside the file, half applied
+    os.replace(other, path)  # a plain rename: no worldstore call saw the journal
+    before = digest(path)
+    result = run_cli("recover", path)
+    assert result.returncode == 0 and "another world file" in result.stdout, result.stdout + result.stderr
+    assert not os.path.exists(commit.journal_path(path))
+    with worldstore.open(path) as world:
+        np.testing.assert_array_equal(world["MAPPED"].numpy(), 42)
+    assert digest(path) == before  # not one of the old world's pages was written into it
+
+
 # -- 3. close() releases the file, even while views live -----------------------------------------
 def test_close_releases_the_writer_lock_while_views_live(tmp_path):
     path = str(tmp_path / "w.h5")

@@ -332,8 +332,9 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
     were there), ``journal`` (None, ``"replayed"``: an interrupted commit was
     finished, or ``"discarded"``: a commit the kill cut short before its
-    journal was whole, so the file keeps the commit before), ``committed_step``
-    and the ``snapshots`` there are.
+    journal was whole, so the file keeps the commit before, or a journal of
+    another world file, said in ``journal_reason``), ``committed_step`` and
+    the ``snapshots`` there are.
     """
     from .commit import replay  # commit and world import this module
     from .world import open as open_world
@@ -347,10 +348,13 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
             snapshots = [record["step"] for record in world.history()]
         except HistoryError:  # a format 1 file
             snapshots = []
-    return {
+    report = {
         "path": path,
         "flags_cleared": cleared,
         "journal": journal["journal"],
         "committed_step": committed,
         "snapshots": snapshots,
     }
+    if "reason" in journal:
+        report["journal_reason"] = journal["reason"]
+    return report
