@@ -171,8 +171,8 @@ def test_gather_windows_fills_a_strided_out_and_checks_its_inputs():
 
 
 def test_swmr_run_gives_the_same_world(tmp_path):
-    plain = run_demo(str(tmp_path / "plain.h5"), height=20, width=24, agents=3, steps=12, seed=5)
-    swmr = run_demo(str(tmp_path / "swmr.h5"), height=20, width=24, agents=3, steps=12, seed=5, swmr=True)
+    plain = run_demo(str(tmp_path / "plain.h5"), height=20, width=24, agents=3, steps=12, seed=5, swmr=False)
+    swmr = run_demo(str(tmp_path / "swmr.h5"), height=20, width=24, agents=3, steps=12, seed=5)
     assert (plain["swmr"], swmr["swmr"]) == (False, True)
     assert swmr["step"] == swmr["committed_step"] == 12 and swmr["snapshots"] == [0, 10]
     assert swmr["positions"] == plain["positions"]

@@ -51,7 +51,7 @@ FLUSH_EVERY = 10
 
 def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, agents: int = 32,
              steps: int = 50, seed: int = 0, overwrite: bool = False, snapshot_every: int = 10,
-             on_step: Callable[[int, int], Any] | None = None, swmr: bool = False) -> dict[str, Any]:
+             on_step: Callable[[int, int], Any] | None = None, swmr: bool = True) -> dict[str, Any]:
     """Create an agentfarm world at ``path`` and run ``steps`` steps of random walkers.
 
     ``on_step(done, steps)`` is called after each step with the number of
@@ -64,11 +64,12 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
     whole step: ``on_step`` runs between steps) and closed. That is how
     ``worldstore demo`` stops at Ctrl-C.
 
-    ``swmr=True`` writes in HDF5's single-writer / multiple-reader mode, as
-    ``worldstore.open(path, "r+", swmr=True)`` does, so that other processes
-    can watch the run with ``worldstore.open(path, "r", swmr=True)`` and
-    :meth:`~worldstore.World.refresh`: they see each commit (every
-    ``FLUSH_EVERY`` steps, and every snapshot).
+    ``swmr=True`` (the default, as for ``worldstore demo``) writes in HDF5's
+    single-writer / multiple-reader mode, as ``worldstore.open(path, "r+",
+    swmr=True)`` does, so that other processes can watch the run with
+    ``worldstore.open(path)`` and :meth:`~worldstore.World.refresh`: they see
+    each commit (every ``FLUSH_EVERY`` steps, and every snapshot).
+    ``swmr=False`` writes as a plain writer, which lets no reader in.
 
     Returns a JSON-able summary: ``path``, ``height``, ``width``, ``agents``,
     ``steps``, ``seed``, ``step`` (the world's final step),

@@ -227,8 +227,8 @@ class _Runner:
         try:
             result = func()
             rows = [result] if isinstance(result, dict) else list(result)
-        except _NotRun as exc:
-            rows = [_row(name, False, f"not run: {exc}", "-") for name in names]
+        except _NotRun as exc:  # skipped, not failed: the check it depends on failed, and says why
+            rows = [_skip(name, f"not run: {exc}", "-") for name in names]
             ok = False
         except Exception as exc:  # noqa: BLE001 - every failure becomes a failed check, named
             rows = [_row(name, False, _one_line(exc), "error") for name in names]
@@ -1053,12 +1053,11 @@ class _FileCheck:
             self.stop = "a writer holds the file open (HDF5 lets no reader in until it closes it)"
             problems.append(f"a process holds the file open for writing (status flags {self.flags:#x}, not SWMR): "
                             "HDF5 lets no reader in until it closes the file; validate it then")
-        elif self.flags:
-            self.stop = ("a killed writer left the file marked open for writing; `worldstore recover PATH` "
-                         "clears that (changing only the flags)")
-            problems.append(f"status flags {self.flags:#x}: a writer was killed with the file open; run "
-                            "`worldstore recover PATH` (it clears the flags and finishes or discards an "
-                            "interrupted commit), then validate again")
+        elif self.flags:  # the other checks read the last commit as readers do, through a view (CleanView)
+            problems.append(f"status flags {self.flags:#x}: a writer was killed with the file open; the checks "
+                            "below read its last commit as readers do (the file is not changed), but a writer "
+                            "cannot open it until someone allowed to write it runs `worldstore recover PATH` "
+                            "(it clears the flags and finishes or discards an interrupted commit)")
         elif self.in_use:
             notes.append("another process has the file open (reading)")
         if self.journal:
@@ -1082,13 +1081,16 @@ class _FileCheck:
         check = "opens read-only"
         _schema.load_filters()
         swmr = bool(self.flags & recovery.SWMR_WRITE_FLAG) and self.in_use
+        dead = bool(self.flags) and not self.in_use  # a killed writer's flags: read as worldstore.open does
         try:
-            self.f = h5py.File(self.path, "r", swmr=swmr)
+            self.f = h5py.File(recovery.CleanView(self.path) if dead else self.path, "r", swmr=swmr)
         except OSError as exc:
             self.stop = "HDF5 cannot open the file"
             return _row(check, False, f"HDF5 cannot open it read-only: {_one_line(exc)}", "refused")
-        return _row(check, True, f"HDF5 {h5py.version.hdf5_version} opened it read-only"
-                                 + (" as a SWMR reader" if swmr else ""), "ok")
+        how = (" as a SWMR reader" if swmr else
+               " through a view that shows the killed writer's flags cleared (as worldstore readers do)" if dead
+               else "")
+        return _row(check, True, f"HDF5 {h5py.version.hdf5_version} opened it read-only{how}", "ok")
 
     def _format(self) -> dict[str, Any]:
         check = "format and version"
@@ -1549,14 +1551,15 @@ class _FileCheck:
         check = "library reads"
         if self.library_blocked:
             return _skip(check, f"not opened through the library: {self.library_blocked}", "skipped")
-        if self.flags:
+        if self.flags and self.in_use:
             return _skip(check, "not opened through the library: a writer holds the file and may change it "
                                 "while it is read", "skipped")
         self.f.close()  # the library opens the file itself
         self.f = None
         spec = self.spec
         problems, reads = [], 0
-        with open_world(self.path, "r") as world, h5py.File(self.path, "r") as f:
+        raw = recovery.CleanView(self.path) if self.flags else self.path  # a killed writer's: as readers do
+        with open_world(self.path, "r") as world, h5py.File(raw, "r") as f:
             for name in world:
                 got = world[name].numpy()
                 reads += 1

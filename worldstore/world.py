@@ -960,7 +960,10 @@ def _open_error(path: str, exc: OSError) -> OSError:
     if "truncated file" in lowered:
         return WorldFormatError(f"{path} is truncated (shorter than HDF5 recorded): {message}")
     if "unable to lock file" in lowered or "already open for write" in lowered:
-        return WorldLockedError(f"{path} is held open for writing by another process (HDF5 file lock): {message}")
+        # Not HDF5's words: they suggest h5clear, which would damage a file a live process is writing.
+        return WorldLockedError(f"{path} is held open for writing by another process (a worldstore writer or "
+                                "another HDF5 program); one writer per file: stop that one first, or open the "
+                                "world with mode='r' to read it")
     return WorldFormatError(f"{path} cannot be opened as HDF5: {message}")
 
 
