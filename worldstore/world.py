@@ -293,6 +293,14 @@ class World:
         through the page cache all along. Layers taken from the world before
         are stale after a refresh: take them again. A writable world has
         nothing to catch up with and returns its step.
+
+        If the path now names another file (``compact``, ``create
+        --overwrite``, a copy renamed over it) or the file was rewritten or
+        cut short in place, everything (layers, clock, history) is read again
+        from the file there now, all at once; arrays handed out before keep
+        what they held. A path with no file any more raises
+        :class:`WorldReplacedError`, one that holds no world
+        :class:`WorldFormatError` (and the world is closed).
         """
         self._check_open()
         if self.writable:
@@ -779,18 +787,30 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     name, for example ``{"agent": "memory"}``.
 
     A file whose writer was killed (HDF5's "open for write" flags left set,
-    no process holding it) is recovered on the way: the flags are cleared, as
-    ``h5clear -s`` does (see :func:`worldstore.recover`).
+    no process holding it) is recovered on the way by a writer (``"r+"``):
+    the flags are cleared, as ``h5clear -s`` does, and an interrupted commit
+    is finished or discarded (see :func:`worldstore.recover`). A reader
+    (``"r"``) never writes the file: it reads the last commit as it is, or,
+    if the writer died while writing a commit into the file, raises
+    :class:`WorldLockedError` saying to run ``worldstore recover``.
 
     ``swmr=True`` uses HDF5's single-writer / multiple-reader mode: a writer
-    opened so (``"r+"``) lets readers opened so (``"r"``) in other processes
-    open the file while it writes; a reader sees what the writer has
-    committed (``flush``, ``snapshot``) after :meth:`World.refresh`. Every
-    dataset a world needs exists from its creation, which SWMR requires.
+    opened so (``"r+"``) lets readers in other processes open the file while
+    it writes; a reader sees what the writer has committed (``flush``,
+    ``snapshot``) after :meth:`World.refresh`. A reader opens a live SWMR
+    writer's file as a SWMR reader whether or not it passed ``swmr=True``; a
+    live writer not in SWMR mode lets no reader in (:class:`WorldLockedError`
+    says how to start it so that it does). Every dataset a world needs exists
+    from its creation, which SWMR requires.
+
+    A world belongs to the process that opened it: in a child made by
+    ``fork`` an inherited writer cannot write or commit
+    (:class:`DetachedWorldError`), and its exit changes nothing in the file.
 
     Everything is checked before anything is mapped: a file that is missing,
     not HDF5, not a world, of a newer format, or truncated raises a specific
-    error naming the problem.
+    error naming the problem; ``"r+"`` by a user who may not write the file
+    raises :class:`WorldPermissionError`.
 
     >>> import worldstore, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
