@@ -65,7 +65,7 @@ from layers import (benchmark_parser, emit, machine_info, parse_benchmark_args, 
                     progress_printer, room_error, _time_text, timed)
 
 import worldstore  # noqa: E402
-from worldstore import _native, _windows  # noqa: E402
+from worldstore import _extras, _native, _windows  # noqa: E402
 from worldstore.observe import gather_strided  # noqa: E402
 
 import h5py  # noqa: E402
@@ -138,6 +138,10 @@ def steal_seconds() -> float | None:
 
 
 # -- methods (memory world arrays, windows inside the world) ---------------------------------
+#: torch is an optional extra (worldstore[torch]): without it the benchmark leaves its gather out.
+HAVE_TORCH = _extras.has_torch()
+
+
 def gather_torch(arrays: list[np.ndarray], positions: np.ndarray, radius: int, out: np.ndarray) -> None:
     import torch
 
@@ -223,8 +227,9 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
                                         agents)
         methods["compiled_1_thread"] = median_of(lambda p: compiled(arrays, p, radius, out, 1), inner_rounds, agents)
     methods["strided_numpy"] = median_of(lambda p: strided(arrays, p, radius, out), inner_rounds, agents)
-    gather_torch(arrays, positions_for(rng, shape, 1, radius), radius, out[:1])  # torch's first call sets up
-    methods["torch"] = median_of(lambda p: gather_torch(arrays, p, radius, out), inner_rounds, agents)
+    if HAVE_TORCH:  # an optional extra: without it, the case has no torch column
+        gather_torch(arrays, positions_for(rng, shape, 1, radius), radius, out[:1])  # torch's first call sets up
+        methods["torch"] = median_of(lambda p: gather_torch(arrays, p, radius, out), inner_rounds, agents)
     methods["python_loop"] = median_of(lambda p: gather_loop(arrays, p, radius, out), 1, agents)
     # h5py: timed on slow_agents agents, scaled to the case's agent count.
     small = np.zeros((slow_agents, len(CHANNELS), side, side), np.float32)
@@ -233,7 +238,7 @@ def run_case(worlds: dict[str, worldstore.World], mapped_path: str, agents: int,
     check = positions_for(rng, shape, min(agents, 32), radius)
     reference, got = np.zeros((len(check), len(CHANNELS), side, side), np.float32), np.zeros_like(small[:0])
     gather_loop(arrays, check, radius, reference)
-    for name, func in (("torch", gather_torch), ("strided", strided)):
+    for name, func in (("torch", gather_torch), ("strided", strided))[0 if HAVE_TORCH else 1:]:
         got = np.zeros_like(reference)
         func(arrays, check, radius, got)
         if not np.array_equal(got, reference):

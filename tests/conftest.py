@@ -17,6 +17,15 @@ import pytest
 import worldstore
 from worldstore import LayerSpec, WorldSpec
 
+try:  # an optional extra (worldstore[torch]): the tests of the features that hand out tensors need it
+    import torch
+except ImportError:
+    torch = None
+
+#: Marks a test of a feature that hands out torch tensors.
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (the worldstore[torch] extra): "
+                                                       "tensors cannot be handed out here")
+
 #: The repository root (what subprocesses put on PYTHONPATH to import worldstore, cli and benchmarks).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,6 +47,15 @@ def every_class_spec(height: int = 24, width: int = 20, agents: int = 3, storage
         LayerSpec("OBS", "observation", "float32", 0.0, channels=("RES_F32", "OBSTACLES", "MEMORY"), radius=2),
     ]
     return WorldSpec(height, width, agents, layers).with_storage({c: storage for c in worldstore.GRID_CLASSES})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without torch, the doctests that hand out tensors skip (a docstring cannot say so itself)."""
+    if torch is not None:
+        return
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and any("tensor" in e.source for e in item.dtest.examples):
+            item.add_marker(needs_torch)
 
 
 @pytest.fixture

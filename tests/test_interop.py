@@ -375,7 +375,7 @@ def test_xarray_labels_history_by_step(history_world):
         assert ds["OBS"].dims == ("step", "agent", "OBS_channel", "OBS_dy", "OBS_dx")
         assert ds["step"].values.tolist() == steps and ds["time"].dims == ("step",)
         assert np.issubdtype(ds["time"].dtype, np.datetime64)  # CF "seconds since 1970-01-01" decoded
-        assert (np.diff(ds["time"].values) >= np.timedelta64(0)).all()
+        assert (np.diff(ds["time"].values) >= np.timedelta64(0, "ns")).all()
         assert ds["RES_F32"].attrs["long_name"] == "RES_F32, at each snapshot" and "units" in ds["RES_F32"].attrs
         for step, state in snapshots:
             past = ds.sel(step=step)

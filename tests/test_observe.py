@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import worldstore
 from worldstore import LayerSpec, ObserveError, WorldSpec, _native, _windows
 from worldstore.storage import sparse as sparse_module
+
+from conftest import needs_torch, torch
 
 H, W, AGENTS = 9, 13, 5
 #: One layer per source dtype, and a temporal layer per storage kind (with a non-zero pad).
@@ -118,14 +119,16 @@ def test_defaults_come_from_the_observation_layer_and_into_writes_it(tmp_path):
         result = world.observe(corner_positions, into=True)
         assert np.shares_memory(result, world["OBS"].numpy())
         np.testing.assert_array_equal(world["OBS"].numpy(), batch)
-        as_tensor = world.observe(corner_positions, into="OBS", tensor=True)
-        assert isinstance(as_tensor, torch.Tensor) and as_tensor.data_ptr() == world["OBS"].numpy().ctypes.data
+        if torch is not None:  # tensor=True: the worldstore[torch] extra
+            as_tensor = world.observe(corner_positions, into="OBS", tensor=True)
+            assert isinstance(as_tensor, torch.Tensor) and as_tensor.data_ptr() == world["OBS"].numpy().ctypes.data
         expected = batch.copy()
     import h5py
     with h5py.File(path, "r") as f:  # what another process reads once the writer has flushed
         np.testing.assert_array_equal(f["layers/OBS"][...], expected)
 
 
+@needs_torch
 def test_numpy_and_torch_outputs_are_identical_and_buffers_are_reused(tmp_path):
     with make_world(tmp_path, "memory") as world:
         channels = ["F32", "BOOL", "HEAT", "MEM"]
@@ -261,8 +264,9 @@ def _rss_anon() -> int:
     return 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path (pinned buffer, "
-                    "asynchronous copy) runs on machines with one")
+@needs_torch
+@pytest.mark.skipif(torch is None or not torch.cuda.is_available(), reason="no CUDA device here: the GPU path "
+                    "(pinned buffer, asynchronous copy) runs on machines with one")
 def test_cuda_delivery_through_pinned_memory(tmp_path):
     with make_world(tmp_path, "mapped") as world:
         channels = ["F32", "HEAT", "MEM"]

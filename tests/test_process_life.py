@@ -383,7 +383,7 @@ def test_a_reader_sees_one_commit_in_every_storage_kind(tmp_path, size):
 # -- 5. read-only means read-only in every storage kind ------------------------------------------
 @pytest.mark.parametrize("kind", ["memory", "mapped", "sparse"])
 def test_a_tensor_of_a_read_only_world_is_a_private_copy(tmp_path, kind):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")  # the worldstore[torch] extra
     path = str(tmp_path / "w.h5")
     spec = WorldSpec(8, 8, 0, [LayerSpec("FOOD", "temporal", "float32", storage=kind)])
     with worldstore.create(path, spec) as world:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import worldstore
 from worldstore import LayerSpec, WorldSpec
+
+from conftest import needs_torch, torch
 
 H, W = 7, 9
 #: One layer per storage kind, plus one that switches automatically.
@@ -270,6 +271,7 @@ def test_sparse_state_is_persisted_as_coo(tmp_path):
     assert sparse["density"] == pytest.approx(3 / (H * W))
 
 
+@needs_torch
 @pytest.mark.parametrize("kind", ["mapped", "memory", "sparse"])
 def test_dense_reads_sparse_tensors_and_windows(tmp_path, kind):
     rng = np.random.default_rng(11)
@@ -289,6 +291,7 @@ def test_dense_reads_sparse_tensors_and_windows(tmp_path, kind):
             np.testing.assert_array_equal(layer.window(rows, cols), dense[rows, cols])
 
 
+@needs_torch
 def test_deposit_accepts_torch_and_scalars(tmp_path):
     with worldstore.create(tmp_path / "t.h5", temporal_spec(1.0, 0.0)) as world:
         world.deposit("SPARSE", torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([0.5, 1.5]))

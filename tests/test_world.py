@@ -8,12 +8,11 @@ import os
 import h5py
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import worldstore
-from conftest import every_class_spec
+from conftest import every_class_spec, needs_torch, run_python, torch
 
 KINDS = ("mapped", "memory")
 
@@ -82,6 +81,7 @@ def test_blocks_are_reserved_at_create(tmp_path):
     assert os.stat(path).st_blocks * 512 >= 2 * 512 * 512 * 4
 
 
+@needs_torch
 @pytest.mark.parametrize("kind", KINDS)
 def test_tensor_is_zero_copy_and_persists(tmp_path, kind):
     path = tmp_path / "w.h5"
@@ -98,6 +98,7 @@ def test_tensor_is_zero_copy_and_persists(tmp_path, kind):
         assert world["OBSTACLES"][0, 0]
 
 
+@needs_torch
 @pytest.mark.parametrize("kind", KINDS)
 def test_read_only_world_gives_read_only_views_and_private_tensors(world_path, kind):
     before = open(world_path, "rb").read()
@@ -149,7 +150,7 @@ def test_checked_writes_accept_what_fits(world_path):
         world["TERRAIN_U8"][1] = np.arange(20, dtype=np.int64)  # int64 values that fit
         world["RES_F32"][2:4, 2:4] = np.ones((2, 2))         # float64 into float32 (same kind)
         world["OBSTACLES"][world["TERRAIN_U8"].numpy() > 10] = True  # boolean mask, scalar
-        world["MEMORY"][0] = torch.full((24, 20), 2.0)       # a torch tensor
+        world["MEMORY"][0] = torch.full((24, 20), 2.0) if torch is not None else 2.0  # a torch tensor, with torch
         assert world["TERRAIN_U8"][0, 0] == 255
         assert world["TERRAIN_U8"][1, 19] == 19
         assert world["RES_F32"][3, 3] == 1.0
@@ -311,3 +312,22 @@ def test_mapped_and_memory_match_numpy_on_random_operations(tmp_path_factory, op
         with worldstore.open(base / f"{kind}.h5") as world:
             for layer_name, expected in reference.items():
                 np.testing.assert_array_equal(world[layer_name].numpy(), expected)
+
+
+def test_tensors_without_torch_name_the_extra(world_path):
+    """Without torch (simulated: the import fails), a tensor asked for raises MissingExtraError naming the extra;
+    everything else works."""
+    code = ("import sys\n"
+            "sys.modules['torch'] = None  # what 'import torch' meets where it is not installed\n"
+            "import worldstore\n"
+            "with worldstore.open(sys.argv[1]) as world:\n"
+            "    for ask in (lambda: world['RES_F32'].tensor(), lambda: world['HEAT'].sparse_tensor(),\n"
+            "                lambda: world.observe([[1, 1]], 1, ['RES_F32'], tensor=True)):\n"
+            "        try:\n"
+            "            ask()\n"
+            "        except ImportError as exc:\n"
+            "            print(type(exc).__name__, 'worldstore[torch]' in str(exc))\n"
+            "    print(float(world['RES_F32'][0, 0]), world.observe([[1, 1]], 1, ['RES_F32']).shape)\n")
+    proc = run_python(code, world_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["MissingExtraError True"] * 3 + ["0.0 (1, 1, 3, 3)"]

@@ -16,7 +16,7 @@
 from . import presets
 from ._version import __version__
 from .errors import (DepositError, DetachedWorldError, DiskFullError, HistoryError, LayerDtypeError,
-                     LayerNotFoundError, LayerShapeError, ObserveError, ReadOnlyWorldError, RenderError, SpecError,
+                     LayerNotFoundError, LayerShapeError, MissingExtraError, ObserveError, ReadOnlyWorldError, RenderError, SpecError,
                      WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError,
                      WorldPermissionError, WorldReplacedError, WorldstoreError, WorldVersionError)
 from .layer import Layer
@@ -41,5 +41,5 @@ __all__ = [
     "WorldstoreError", "SpecError", "DepositError", "ObserveError", "HistoryError", "RenderError", "LayerNotFoundError", "LayerShapeError", "LayerDtypeError",
     "ReadOnlyWorldError", "WorldClosedError", "WorldExistsError", "WorldNotFoundError",
     "WorldFormatError", "WorldVersionError", "WorldLockedError", "DiskFullError", "WorldReplacedError",
-    "DetachedWorldError", "WorldPermissionError",
+    "DetachedWorldError", "WorldPermissionError", "MissingExtraError",
 ]

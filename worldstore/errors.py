@@ -90,5 +90,9 @@ class DetachedWorldError(WorldstoreError, RuntimeError):
     """A world used for writing in a process that did not open it (a forked child)."""
 
 
+class MissingExtraError(WorldstoreError, ImportError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""
+
+
 class WorldPermissionError(WorldstoreError, PermissionError):
     """This user may not do that to the world's file (open it for writing, recover it)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from . import _schema
+from . import _extras, _schema
 from .commit import release, reserve
 from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
 from .layer import coo_of
@@ -326,9 +326,7 @@ class PastLayer:
         return self._storage.array
 
     def tensor(self):
-        import torch
-
-        return torch.from_numpy(self.numpy().copy())
+        return _extras.torch("at(step)[name].tensor()").from_numpy(self.numpy().copy())
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coords, values)`` of the non-zero cells, row-major order (as :meth:`Layer.coo`)."""

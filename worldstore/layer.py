@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _extras
 from .errors import (DepositError, DetachedWorldError, LayerDtypeError, LayerShapeError, ReadOnlyWorldError,
                      WorldClosedError)
 from .spec import LayerSpec
@@ -200,11 +201,9 @@ class Layer:
         In a read-only world the tensor is over a private copy-on-write view:
         writing to it never changes the file (or this layer's ``numpy()``).
         """
-        import torch  # imported here: `import worldstore` must not pay for torch
-
         storage = self._live()
         array = storage.array if self._writable and storage.kind != "sparse" else storage.private_array()
-        return torch.from_numpy(array)
+        return _extras.torch("layer.tensor()").from_numpy(array)
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coords, values)`` of the non-zero cells: ``(nnz, ndim)`` int64 and ``(nnz,)``, row-major order."""
@@ -221,8 +220,7 @@ class Layer:
         ...     world["HEAT"].sparse_tensor().to_dense()[3, 2].item()
         1.0
         """
-        import torch
-
+        torch = _extras.torch("layer.sparse_tensor()")
         coords, values = self.coo()
         return torch.sparse_coo_tensor(torch.from_numpy(coords.T.copy()), torch.from_numpy(values),
                                        self._shape, is_coalesced=True, check_invariants=False)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _native
+from . import _extras, _native
 from ._windows import check_positions, check_radius, window_slices
 from .errors import ObserveError
 from .storage import SparseStorage
@@ -180,14 +180,12 @@ def _check_dtype(dtype: np.dtype) -> None:
 def _maybe_tensor(array: np.ndarray, tensor: bool) -> Any:
     if not tensor:
         return array
-    import torch  # imported here: `import worldstore` must not pay for torch
-
-    return torch.from_numpy(array)
+    return _extras.torch("observe(tensor=True)").from_numpy(array)
 
 
 def _pinned_buffer(world: "World", shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A page-locked host buffer for GPU copies, kept per shape and dtype (no allocation in a steady loop)."""
-    import torch
+    torch = _extras.torch("observe(device=...)")
 
     dtype = np.dtype("float32" if dtype is None else dtype)
     _check_dtype(dtype)
@@ -201,9 +199,7 @@ def _pinned_buffer(world: "World", shape: tuple[int, ...], dtype: Any) -> np.nda
 
 def _to_device(world: "World", host: np.ndarray, out: Any, device: Any) -> Any:
     """Copy the pinned batch to the GPU asynchronously (into ``out`` when given)."""
-    import torch
-
-    pinned = torch.from_numpy(host)
+    pinned = _extras.torch("observe(device=...)").from_numpy(host)
     if out is not None:
         out.copy_(pinned, non_blocking=True)
         return out

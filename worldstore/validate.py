@@ -52,7 +52,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _schema, history, recovery
+from . import _extras, _schema, history, recovery
 from ._version import __version__
 from .commit import consistent, journal_path, read_journal, read_sequence
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
@@ -464,11 +464,13 @@ class _SelfTest:
         ys, xs = self.rng.integers(0, self.height, points), self.rng.integers(0, self.width, points)
         ops.append(("view_add_at", "RESOURCES", (ys, xs), self._values((points,), np.float32)))
         ops.append(("view_scale", "TERRAIN_COST", None, np.float32(0.999)))
-        ops.append(("tensor_set", "TERRAIN_COST", self._window(), 2.5))
+        if _extras.has_torch():  # the worldstore[torch] extra
+            ops.append(("tensor_set", "TERRAIN_COST", self._window(), 2.5))
         self._apply(ops)
         return [_equality_row(name, self.worlds[kind], ENVIRONMENT, self.reference,
-                              f"{len(ops)} writes: checked windows, numpy views (scatter, add.at, whole layer), "
-                              "a torch view")
+                              f"{len(ops)} writes: checked windows, numpy views (scatter, add.at, whole layer)"
+                              + (", a torch view" if _extras.has_torch() else " (no torch view: torch is not "
+                                 "installed)"))
                 for name, kind in zip(self.STEPS[1], KINDS)]
 
     def _agent_ops(self) -> list[tuple]:
@@ -551,8 +553,7 @@ class _SelfTest:
             batch = world.observe(positions)
             if batch.shape != want.shape or batch.dtype != want.dtype or not np.array_equal(batch, want):
                 problems.append("observe() differs from the reference windows")
-            as_tensor = world.observe(positions, tensor=True)
-            if not np.array_equal(as_tensor.numpy(), want):
+            if _extras.has_torch() and not np.array_equal(world.observe(positions, tensor=True).numpy(), want):
                 problems.append("observe(tensor=True) differs")
             world.observe(positions, into=True)
             if not np.array_equal(world[OBSERVATION].numpy(), want):
@@ -563,7 +564,8 @@ class _SelfTest:
             else:
                 rows.append(_row(self.STEPS[4][i], True,
                                  f"{len(CHANNELS)} channels (resource, bool environment, dense and sparse temporal, "
-                                 "agent), windows crossing the border padded; numpy, torch and into the observation "
+                                 "agent), windows crossing the border padded; numpy, "
+                                 + ("torch " if _extras.has_torch() else "") + "and into the observation "
                                  "layer: equal to the reference", figure, agents=len(positions)))
         self.reference[OBSERVATION] = want
         return rows
