@@ -46,7 +46,8 @@ try:
     report["error"] = None
 except worldstore.DiskFullError as exc:
     report["error"] = str(exc)
-report["leftovers"] = sorted(os.listdir(os.path.dirname(path)))
+# (Portable mode's writer lock file, PATH-lock, stays beside a world once it was opened for writing.)
+report["leftovers"] = sorted(n for n in os.listdir(os.path.dirname(path)) if not n.endswith("-lock"))
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 if operation != "compact" and retry:  # the world goes on once there is room again
     report["again"] = world.snapshot()["step"] if operation == "snapshot" else world.commit()

@@ -254,7 +254,7 @@ def test_failed_create_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatc
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(worldstore.world.os, "posix_fallocate", fail)
+    monkeypatch.setattr(worldstore._platform, "reserve_blocks", fail)
     with pytest.raises(worldstore.DiskFullError, match="reserve"):
         worldstore.create(world_path, every_class_spec(), overwrite=True)
     with pytest.raises(worldstore.DiskFullError):

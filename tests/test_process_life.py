@@ -336,11 +336,11 @@ def test_close_releases_the_writer_lock_while_views_live(tmp_path):
 
 # -- 4. after open() or refresh(), every layer holds one commit ----------------------------------
 MIXER = r"""
-import sys, time, worldstore
+import os, sys, time, worldstore
 w = worldstore.open(sys.argv[1], "r+", swmr=True)
 print("ready", flush=True)
 end = time.time() + float(sys.argv[2])
-while time.time() < end:
+while time.time() < end and not os.path.exists(sys.argv[1] + ".stop"):
     s = w.step()
     w["I"][...] = s
     w["F"][...] = s
@@ -357,12 +357,16 @@ def test_a_reader_sees_one_commit_in_every_storage_kind(tmp_path, size):
                                      LayerSpec("F", "resource", "float32"),
                                      LayerSpec("H", "temporal", "float32", storage="sparse")])
     worldstore.create(path, spec).close()
-    writer = subprocess.Popen([sys.executable, "-c", MIXER, path, "2.5"], stdout=subprocess.PIPE, text=True,
+    # The writer commits until the reader has refreshed 40 times (or 30 s): as often as it can, which in
+    # portable mode (no lock to hold it back) can starve a reader for a while.
+    writer = subprocess.Popen([sys.executable, "-c", MIXER, path, "30"], stdout=subprocess.PIPE, text=True,
                               env=python_env())
     assert writer.stdout.readline().strip() == "ready"
     reader = worldstore.open(path, swmr=True)
     mixed, seen = [], 0
     while writer.poll() is None:
+        if seen == 40:
+            open(path + ".stop", "w").close()
         step = reader.refresh()
         second = worldstore.open(path)  # a second open in a process that has the file open already
         for world in (reader, second):
@@ -377,7 +381,7 @@ def test_a_reader_sees_one_commit_in_every_storage_kind(tmp_path, size):
     writer.wait(30)
     reader.close()
     assert writer.returncode == 0
-    assert seen > 10 and not mixed, mixed[:5]
+    assert seen >= 40 and not mixed, mixed[:5]
 
 
 # -- 5. read-only means read-only in every storage kind ------------------------------------------

@@ -39,7 +39,7 @@ from typing import Any, Union
 import h5py
 import numpy as np
 
-from . import _schema
+from . import _platform, _schema
 from .commit import consistent
 from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldNotFoundError
 from .history import snapshot_cells, snapshot_count
@@ -525,7 +525,7 @@ def _between_commits(path: str, read: Callable[[], np.ndarray]) -> np.ndarray:
     try opens the file afresh, so HDF5 serves no bytes it cached before."""
     with _open(path) as f, _schema.format_errors(path, "reading /commit"):
         offset = _schema.commit_offset(f, os.path.getsize(path), path)
-    fd = os.open(path, os.O_RDONLY)  # (offset None, a file from before commits: consistent() reads once)
+    fd = _platform.open_fd(path, os.O_RDONLY)  # (offset None, a file from before commits: consistent() reads once)
     try:
         return consistent(path, fd, offset, read)[1]
     finally:

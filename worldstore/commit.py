@@ -33,7 +33,6 @@ read; otherwise the writer never waits for readers.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import time
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import h5py
 import numpy as np
 
-from . import _schema, recovery
+from . import _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage.pages import PageSet
 
@@ -95,7 +94,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
     if end <= size:
         return
     try:
-        os.posix_fallocate(world._fd, size, end - size)
+        _platform.reserve_blocks(world._fd, size, end - size)
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise DiskFullError(exc.errno, f"{what} needs up to {nbytes} more bytes and there is no room: "
@@ -183,7 +182,7 @@ def _write_all(fd: int, buf: memoryview) -> None:
 def write_journal(path: str, changes: Changes, durable: bool) -> None:
     """Write ``changes`` to ``path``'s journal, checksummed; on any error, remove it and re-raise."""
     journal = journal_path(path)
-    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         crc = 0
         header = changes.header()
@@ -193,7 +192,7 @@ def write_journal(path: str, changes: Changes, durable: bool) -> None:
             _write_all(fd, part)
         _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
         if durable:
-            os.fsync(fd)
+            _platform.durable_sync(fd)
     except BaseException:
         os.unlink(journal)
         raise
@@ -219,11 +218,8 @@ def commit(world: "World", durable: bool = True) -> int:
                                 "changes are still in this process: free space and commit again",
                                 journal_path(world._path)) from exc
         raise
-    _apply_lock(world._fd, fcntl.F_WRLCK)  # waits for a starved reader to finish its read
-    try:
+    with _platform.apply_locked(world._fd, world._path, _platform.EXCLUSIVE):  # waits for a starved reader
         apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
-    finally:
-        _apply_lock(world._fd, fcntl.F_UNLCK)
     os.unlink(journal_path(world._path))
     release(world)
     world._sequence = changes.sequence
@@ -278,7 +274,7 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
     _schema.write_clock(h5file, changes.step, changes.step)
     h5file.flush()
     if durable:
-        os.fsync(fd)
+        _platform.durable_sync(fd)
     if sequence_offset is not None:
         write_sequence(fd, sequence_offset, changes.sequence, changes.step)
 
@@ -286,19 +282,14 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
 # -- the sequence number -----------------------------------------------------
 def read_sequence(fd: int, offset: int) -> tuple[int, int]:
     """``(sequence, committed step)`` from ``/commit``."""
-    data = os.pread(fd, 16, offset)
+    data = _platform.pread(fd, 16, offset)
     if len(data) != 16:
         raise WorldFormatError("the /commit dataset lies beyond the end of the file")
     return int.from_bytes(data[:8], "little", signed=True), int.from_bytes(data[8:], "little", signed=True)
 
 
 def write_sequence(fd: int, offset: int, sequence: int, step: int) -> None:
-    os.pwrite(fd, sequence.to_bytes(8, "little", signed=True) + step.to_bytes(8, "little", signed=True), offset)
-
-
-def _apply_lock(fd: int, lock_type: int) -> None:
-    """Take (waiting) or drop the lock on the byte that marks a commit being applied."""
-    recovery.range_lock(fd, recovery.APPLY_BYTE, lock_type, wait=True)
+    _platform.pwrite(fd, sequence.to_bytes(8, "little", signed=True) + step.to_bytes(8, "little", signed=True), offset)
 
 
 def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
@@ -316,7 +307,7 @@ def consistent(path: str, fd: int, offset: int | None, read: Callable[[], T],
     spoiled = 0
     while True:
         if spoiled >= _PATIENCE:  # commits keep landing mid-read: hold the writer back for one read
-            return _read_holding_writer(path, fd, offset, read)
+            return _read_holding_writer(path, fd, offset, read, discard)
         before, step = read_sequence(fd, offset)
         if before % 2 == 0:
             try:
@@ -347,16 +338,26 @@ def _interrupted(path: str) -> WorldLockedError:
                             f"worldstore recover {path}")
 
 
-def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T]) -> tuple[int, T]:
-    """Run ``read`` holding the apply lock shared: no commit is applied meanwhile (the writer waits)."""
-    _apply_lock(fd, fcntl.F_RDLCK)
-    try:
-        sequence, step = read_sequence(fd, offset)
-        if sequence % 2:  # no live writer applies while we hold the lock: one died applying
-            raise _interrupted(path)
-        return step, read()
-    finally:
-        _apply_lock(fd, fcntl.F_UNLCK)
+def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T],
+                         discard: Callable[[T], None] | None = None) -> tuple[int, T]:
+    """Run ``read`` holding the apply lock shared: no commit is applied meanwhile (the writer waits).
+
+    The read is checked by the sequence all the same, and run again should
+    a commit have landed (a lock the platform cannot give, see ``_platform``).
+    """
+    while True:
+        with _platform.apply_locked(fd, path, _platform.SHARED):
+            before, step = read_sequence(fd, offset)
+            if before % 2:  # no live writer applies while we hold the lock: one died applying
+                if not recovery.writer_alive(path):
+                    raise _interrupted(path)
+            else:
+                result = read()
+                if read_sequence(fd, offset)[0] == before:
+                    return step, result
+                if discard is not None:
+                    discard(result)
+        time.sleep(0.001)
 
 
 # -- replay ------------------------------------------------------------------
@@ -364,12 +365,12 @@ def read_journal(path: str) -> dict[str, Any] | None:
     """The journal's header if the journal is whole (its checksum holds), else None."""
     journal = journal_path(path)
     try:
-        fd = os.open(journal, os.O_RDONLY)
+        fd = _platform.open_fd(journal, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
         size = os.fstat(fd).st_size
-        start = os.pread(fd, 16, 0)
+        start = _platform.pread(fd, 16, 0)
         if len(start) < 16 or start[:8] != _MAGIC or size < 16 + _DIGEST + len(_END):
             return None
         header_length = int.from_bytes(start[8:], "little")
@@ -379,13 +380,13 @@ def read_journal(path: str) -> dict[str, Any] | None:
         end = size - _DIGEST - len(_END)
         position = 0
         while position < end:
-            piece = os.pread(fd, min(_PIECE, end - position), position)
+            piece = _platform.pread(fd, min(_PIECE, end - position), position)
             crc = zlib.crc32(piece, crc)
             position += len(piece)
-        if os.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
+        if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
             return None
         try:
-            header = json.loads(os.pread(fd, header_length, 16))
+            header = json.loads(_platform.pread(fd, header_length, 16))
         except ValueError:
             return None
         header["_data"] = 16 + header_length
@@ -409,8 +410,8 @@ def replay(path: str) -> dict[str, Any]:
         os.unlink(journal)
         return {"journal": "discarded", "reason": f"it belongs to another world file (id {header.get('world')}), "
                 f"not to the one now at {path} (id {world_id})"}
-    jfd = os.open(journal, os.O_RDONLY)
-    fd = os.open(path, os.O_RDWR)
+    jfd = _platform.open_fd(journal, os.O_RDONLY)
+    fd = _platform.open_fd(path, os.O_RDWR)
     try:
         file_size = os.fstat(fd).st_size
         position = header["_data"]
@@ -419,15 +420,15 @@ def replay(path: str) -> dict[str, Any]:
         for offset, nbytes, count, length in header["pages"]:
             if offset < 0 or offset + nbytes > file_size:
                 raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
-            pages = np.frombuffer(os.pread(jfd, count * 8, position), np.int64)
-            data = np.frombuffer(os.pread(jfd, length, position + count * 8), np.uint8)
+            pages = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int64)
+            data = np.frombuffer(_platform.pread(jfd, length, position + count * 8), np.uint8)
             changes.pages.append(PageSet(int(offset), int(nbytes), pages, data))
             position += count * 8 + length
         for name, count, dtype in header["coo"]:
-            coords = np.frombuffer(os.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
+            coords = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
             position += count * 8
             values_dtype = np.dtype(dtype)
-            values = np.frombuffer(os.pread(jfd, count * values_dtype.itemsize, position), values_dtype)
+            values = np.frombuffer(_platform.pread(jfd, count * values_dtype.itemsize, position), values_dtype)
             position += count * values_dtype.itemsize
             changes.coo[str(name)] = (coords, values)
         with h5py.File(path, "r+", libver=_schema.LIBVER) as h5file:

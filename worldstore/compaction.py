@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _schema, history, recovery
+from . import _platform, _schema, history, recovery
 from .commit import is_disk_full, journal_path
 from .errors import DiskFullError, HistoryError, WorldLockedError
 from .spec import DEFAULT_SWITCH_DENSITY
 from .storage import SparseStorage
-from .world import World, create, open as open_world
+from .world import World, _remove_lock_file, create, open as open_world
 
 
 def kept_snapshots(steps: Sequence[int], keep_last: int | None = None, keep_every: int | None = None) -> list[int]:
@@ -161,7 +161,7 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
                     history.append_clock(group, new_index, records[index]["time"], records[index]["step"])
             checked = _verify(source, partial, kept, raw)
         except BaseException as exc:
-            for leftover in (partial, journal_path(partial)):
+            for leftover in (partial, journal_path(partial), partial + _platform.LOCK_SUFFIX):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
             if isinstance(exc, (OSError, RuntimeError)) and is_disk_full(exc):
@@ -175,7 +175,8 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
         os.unlink(partial)
         raise
     os.replace(partial, path)
-    _fsync(os.path.dirname(os.path.abspath(path)))
+    _remove_lock_file(partial)
+    _platform.sync_directory(os.path.dirname(os.path.abspath(path)))
     return {
         "path": path,
         "bytes_before": bytes_before,
@@ -261,8 +262,8 @@ def _verify(source: World, partial: str, kept: list[int], raw: bool) -> int:
 
 
 def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = _platform.open_fd(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        _platform.durable_sync(fd)
     finally:
         os.close(fd)

@@ -17,13 +17,11 @@ finished from its journal (``PATH-journal``) when it was whole, or discarded.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import io
 import os
-import struct
 from typing import Any
 
+from . import _platform
 from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldReplacedError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -103,7 +101,7 @@ _SUPERBLOCK_SPAN = 4096 + 128
 def _read_superblock(file: int | str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
     """The first bytes of the file (a path, or an open descriptor) and :func:`_superblock` of them."""
     if isinstance(file, int):
-        return (data := os.pread(file, _SUPERBLOCK_SPAN, 0)), _superblock(data, f"file descriptor {file}")
+        return (data := _platform.pread(file, _SUPERBLOCK_SPAN, 0)), _superblock(data, f"file descriptor {file}")
     path = os.fspath(file)
     with open(path, "rb") as f:
         data = f.read(_SUPERBLOCK_SPAN)
@@ -128,67 +126,44 @@ def _end_of_allocation(data: bytes, offset: int, size: int) -> int:
     return int.from_bytes(data[field:field + size], "little")
 
 
-#: The byte (far past any file's end) a worldstore writer keeps a write lock on while it lives.
-#: HDF5's own lock (``flock``) is dropped once a writer enters SWMR mode, so it cannot say that.
-_WRITER_BYTE = 1 << 62
-#: The byte after it: the writer holds it while it applies a commit, a starved reader while it reads
-#: (see ``worldstore.commit``).
-APPLY_BYTE = _WRITER_BYTE + 1
-#: struct flock on Linux x86-64 / arm64: l_type, l_whence, l_start, l_len, l_pid (+ padding).
-_FLOCK = "hhqqi4x"
-
-
-def _one_byte(lock_type: int, byte: int) -> bytes:
-    return struct.pack(_FLOCK, lock_type, os.SEEK_SET, byte, 1, 0)
-
-
-def range_lock(fd: int, byte: int, lock_type: int, wait: bool = False) -> None:
-    """An open-file-description lock (``F_OFD_SETLK[W]``) on one byte; a no-op where the system has none."""
-    if hasattr(fcntl, "F_OFD_SETLK"):
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _one_byte(lock_type, byte))
-
-
-#: The files this process holds as a writer, by ``(st_dev, st_ino)``: a second open in the same process is
-#: told that this process holds the file, not another one (an OFD lock conflicts within a process too).
+#: The files this process holds as a writer, by ``(st_dev, st_ino)``, with the descriptor that holds each
+#: lock: a second open in the same process is told that this process holds the file, not another one.
 _HELD: dict[tuple[int, int], int] = {}
 
 
 def hold_writer_lock(fd: int, path: str) -> int:
-    """Mark this process as the file's writer; return the descriptor that holds the mark (close it to release).
+    """Mark this process as the writer of the file ``fd`` has open (at ``path``); return the descriptor that
+    holds the mark (:func:`release_writer_lock` releases it).
 
-    An open-file-description lock (``F_OFD_SETLK``) on a descriptor of its
-    own, opened here for the same file as ``fd``: mappings of the file keep
-    a duplicate of the descriptor they were made from alive (Python's mmap
-    does), and a lock on that one would outlive ``World.close()`` for as long
-    as an array handed out lives. Closing other descriptors of the file, as
-    HDF5 and our own checks do, does not drop it either.
+    The lock is ``_platform.hold_writer``'s: an OFD lock on a descriptor of
+    its own (mappings keep duplicates of the descriptors they were made from
+    alive, and a lock on one of those would outlive ``World.close()``), or
+    the fallback's lock file. HDF5's own lock cannot say this: HDF5 drops it
+    once a writer enters SWMR mode.
     """
     identity = file_identity(fd)
-    lock_fd = os.open(path, os.O_RDWR)
     try:
-        if file_identity(lock_fd) != identity:
-            raise WorldReplacedError(f"{path} was replaced while it was being opened; open it again")
-        range_lock(lock_fd, _WRITER_BYTE, fcntl.F_WRLCK)  # not Linux: a no-op, and HDF5's flock is the only guard
-    except OSError as exc:
-        os.close(lock_fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            if identity in _HELD:
-                raise WorldLockedError(f"{path} is open for writing in this process already (a world not yet "
-                                       "closed); close that world, or use it, before opening the file again "
-                                       "with mode='r+'") from exc
-            raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
-                                   "one writer per file") from exc
-        raise
+        lock_fd = _platform.hold_writer(path)
+    except _platform.LockBusy as exc:
+        if identity in _HELD:
+            raise WorldLockedError(f"{path} is open for writing in this process already (a world not yet "
+                                   "closed); close that world, or use it, before opening the file again "
+                                   "with mode='r+'") from exc
+        raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
+                               "one writer per file") from exc
+    if file_identity(path) != identity:
+        _platform.release_writer(lock_fd)
+        raise WorldReplacedError(f"{path} was replaced while it was being opened; open it again")
     _HELD[identity] = lock_fd
     return lock_fd
 
 
 def release_writer_lock(lock_fd: int) -> None:
-    """Close the descriptor :func:`hold_writer_lock` returned: the file has no writer in this process now."""
-    identity = file_identity(lock_fd)
-    if _HELD.get(identity) == lock_fd:
-        del _HELD[identity]
-    os.close(lock_fd)
+    """Release the lock :func:`hold_writer_lock` returned: the file has no writer in this process now."""
+    for identity, held in list(_HELD.items()):
+        if held == lock_fd:
+            del _HELD[identity]
+    _platform.release_writer(lock_fd)
 
 
 def forget_writer_locks() -> None:
@@ -204,32 +179,12 @@ def file_identity(fd_or_path: int | str | os.PathLike) -> tuple[int, int]:
 
 def writer_alive(path: str | os.PathLike) -> bool:
     """Whether a worldstore writer process holds ``path`` (its lock from :func:`hold_writer_lock`)."""
-    if not hasattr(fcntl, "F_OFD_GETLK"):
-        return False
-    fd = os.open(os.fspath(path), os.O_RDONLY)
-    try:
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK, _WRITER_BYTE))
-    finally:
-        os.close(fd)
-    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    return _platform.writer_alive(os.fspath(path))
 
 
 def in_use(path: str | os.PathLike) -> bool:
     """Whether a process holds the file: a worldstore writer, or anyone through HDF5 (its ``flock``)."""
-    if writer_alive(path):
-        return True
-    fd = os.open(os.fspath(path), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return writer_alive(path) or _platform.hdf5_lock_held(os.fspath(path))
 
 
 def clear_status_flags(path: str | os.PathLike) -> bool:
@@ -246,13 +201,13 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
     if in_use(path):
         raise WorldLockedError(f"{path} is held open by another process; recovery is for files whose writer is "
                                "gone")
-    fd = os.open(path, os.O_RDWR)
+    fd = _platform.open_fd(path, os.O_RDWR)
     try:
-        cleared = cleared_superblock(os.pread(fd, _SUPERBLOCK_SPAN, 0), os.fstat(fd).st_size, path)
+        cleared = cleared_superblock(_platform.pread(fd, _SUPERBLOCK_SPAN, 0), os.fstat(fd).st_size, path)
         if cleared is None:
             return False
-        os.pwrite(fd, cleared[1], cleared[0])
-        os.fsync(fd)
+        _platform.pwrite(fd, cleared[1], cleared[0])
+        _platform.durable_sync(fd)
         return True
     finally:
         os.close(fd)
@@ -284,11 +239,11 @@ class CleanView(io.RawIOBase):
 
     def __init__(self, path: str):
         super().__init__()
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd = _platform.open_fd(path, os.O_RDONLY)
         self._position = 0
         try:
             self._size = os.fstat(self._fd).st_size
-            self._patch = cleared_superblock(os.pread(self._fd, _SUPERBLOCK_SPAN, 0), self._size, path)
+            self._patch = cleared_superblock(_platform.pread(self._fd, _SUPERBLOCK_SPAN, 0), self._size, path)
         except BaseException:
             os.close(self._fd)
             raise
@@ -309,7 +264,7 @@ class CleanView(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._position)
+        data = _platform.pread(self._fd, len(view), self._position)
         count = len(data)
         view[:count] = data
         if self._patch is not None:

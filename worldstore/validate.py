@@ -52,7 +52,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _extras, _schema, history, recovery
+from . import _extras, _platform, _schema, history, recovery
 from ._version import __version__
 from .commit import consistent, journal_path, read_journal, read_sequence
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
@@ -1192,7 +1192,7 @@ class _FileCheck:
     def _live_clock(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """``((step, committed), (sequence, committed step))`` of /clock and /commit, of one commit."""
         offset = _schema.commit_offset(self.f, self.size, self.path)
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = _platform.open_fd(self.path, os.O_RDONLY)
         try:
             def read() -> tuple[tuple[int, int], tuple[int, int]]:
                 self.f[_schema.CLOCK].refresh()

@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _native, _schema, recovery, temporal
+from . import _native, _platform, _schema, recovery, temporal
 from . import commit as _commit
 from .errors import (DepositError, DetachedWorldError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
                      WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError, WorldPermissionError,
@@ -738,9 +738,23 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
             world.close()  # nothing to commit: it was just opened
         if os.path.exists(partial):
             os.unlink(partial)
+        _remove_lock_file(partial)
         raise
     world._path = path
+    if _platform.LOCK_FILES:  # the fallback's lock is a file named after the path: take the new name's
+        held = world._lock_fd
+        world._lock_fd = recovery.hold_writer_lock(world._fd, path)
+        recovery.release_writer_lock(held)
+        _remove_lock_file(partial)
     return world
+
+
+def _remove_lock_file(path: str) -> None:
+    """Remove the fallback's lock file of a temporary world name nobody else knows (a create, a compaction)."""
+    try:
+        os.unlink(path + _platform.LOCK_SUFFIX)
+    except FileNotFoundError:
+        pass
 
 
 _FILL_CHUNK = 8 << 20  # bytes per pwrite when writing fill values
@@ -751,14 +765,16 @@ def _write_new_file(path: str, spec: WorldSpec, write_fill: bool, history_codec:
                    alignment_interval=_schema.ALIGNMENT) as f:
         _schema.write_skeleton(f, spec, history_codec)
         f.flush()  # HDF5 extends the file to cover the early-allocated layers
-        fd = os.open(path, os.O_RDWR)
+        fd = _platform.open_fd(path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
             try:
-                os.posix_fallocate(fd, 0, size)
+                # Where holes inside the file cannot be reserved (no posix_fallocate), writing the fill
+                # values of every layer reserves their blocks.
+                reserved = _platform.reserve_blocks(fd, 0, size)
                 group = f[_schema.LAYERS_GROUP]
                 for layer in spec.layers:
-                    if write_fill or layer.fill_value != 0:
+                    if write_fill or not reserved or layer.fill_value != 0:
                         _write_fill(fd, group[layer.name], layer.fill_value)
             except OSError as exc:
                 if _commit.is_disk_full(exc):
@@ -776,7 +792,7 @@ def _write_fill(fd: int, dset: h5py.Dataset, value) -> None:
     chunk = np.full(max(1, min(nbytes, _FILL_CHUNK) // dset.dtype.itemsize), value, dtype=dset.dtype).tobytes()
     end = offset + nbytes
     while offset < end:
-        offset += os.pwrite(fd, chunk[:end - offset], offset)
+        offset += _platform.pwrite(fd, chunk[:end - offset], offset)
 
 
 def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str] | None = None,
@@ -883,7 +899,7 @@ def _load(h5file: h5py.File, path: str, mode: str, overrides: Mapping[str, str] 
         return attempt()
     with _schema.format_errors(path, "reading the world"):
         offset = _schema.commit_offset(h5file, os.path.getsize(path), path)
-    fd = os.open(path, os.O_RDONLY)
+    fd = _platform.open_fd(path, os.O_RDONLY)
     try:
         return _commit.consistent(path, fd, offset, attempt, discard=lambda world: world._discard(release=True))[1]
     finally:
@@ -991,7 +1007,7 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
             committed: int) -> World:
     """Build each layer's storage; ``stored`` says which form (dense or COO) the file holds."""
     writable = mode == "r+"
-    fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    fd = _platform.open_fd(path, os.O_RDWR if writable else os.O_RDONLY)
     storages: dict[str, LayerStorage] = {}
     lock_fd = None
     try:

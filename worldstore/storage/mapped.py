@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from .. import _native
+from .. import _native, _platform
 from .pages import PAGE, PageSet, map_region, runs
 
 #: The blocks a writer copies on first write (worldstore/_cow.c): 2 MiB, a huge page.
@@ -50,13 +50,15 @@ def private_pages(address: int, nbytes: int) -> np.ndarray | None:
     In a ``MAP_PRIVATE`` file mapping those are exactly the pages written
     since they were last dropped. None where ``/proc/self/pagemap`` cannot be read.
     """
+    if not _platform.PAGEMAP:
+        return None
     first, count = address // PAGE, -(-(address + nbytes) // PAGE) - address // PAGE
     try:
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     except OSError:
         return None
     try:
-        entries = np.frombuffer(os.pread(fd, count * 8, first * 8), np.uint64)
+        entries = np.frombuffer(_platform.pread(fd, count * 8, first * 8), np.uint64)
     except OSError:
         return None
     finally:
@@ -74,10 +76,7 @@ def _prefer_huge_pages(mapping: mmap.mmap) -> None:
     4 KiB pages they measured ~1.2x in-RAM numpy (which gets transparent huge
     pages), with 2 MiB pages ~1.0x. Elsewhere the advice is a harmless no-op.
     """
-    try:
-        mapping.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError):
-        pass
+    _platform.advise_huge_pages(mapping)
 
 
 class MappedStorage:
@@ -99,7 +98,7 @@ class MappedStorage:
         self._cow_id: int | None = None
         self._private: np.ndarray | None = None
         self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
-        if writable and _native.library is not None and len(shape) == 2:
+        if writable and _native.library is not None and _platform.BLOCK_COPIER and len(shape) == 2:
             self._mapping(mmap.ACCESS_WRITE)
             if self._start_blocks():
                 return
@@ -153,8 +152,10 @@ class MappedStorage:
             return self._block_patches()
         mapping_pages = -(-self._end // PAGE)
         private = private_pages(self._address, self._end)
-        if private is None:  # no pagemap: every page counts as written
-            private = np.arange(mapping_pages)
+        region = self._array.reshape(-1).view(np.uint8)
+        if private is None:  # no pagemap: the pages that differ from the file are the ones written
+            self._written = np.arange(mapping_pages)
+            return [PageSet.changed(self._fd, self._offset, region)]
         self._written = private
         # The layer's page k (from its first byte) spans mapping pages (begin + k*PAGE) // PAGE to that of
         # its last byte; one of them written makes it written (the same page when the layer is aligned).
@@ -164,7 +165,6 @@ class MappedStorage:
         first = np.arange(-(-nbytes // PAGE), dtype=np.int64) * PAGE + self._begin
         last = np.minimum(first + PAGE, self._end) - 1
         pages = np.flatnonzero(written[first // PAGE] | written[last // PAGE])
-        region = self._array.reshape(-1).view(np.uint8)
         return [PageSet.gather(self._offset, region, pages)]
 
     def _block_patches(self) -> list[PageSet]:
@@ -196,11 +196,13 @@ class MappedStorage:
                 raise OSError(ctypes.get_errno(), "cannot map a committed block of a layer back from the file")
             return
         written, self._written = self._written, np.empty(0, np.int64)
+        # Where copies cannot be dropped (no madvise), they stay: they hold what the file now holds, and the
+        # next commit compares them with the file again.
         if len(written) > 64:  # one call for the whole mapping (clean pages just map again when touched)
-            self._map.madvise(mmap.MADV_DONTNEED)
+            _platform.drop_private_pages(self._map)
             return
         for first, end in runs(written):
-            self._map.madvise(mmap.MADV_DONTNEED, first * PAGE, min(end * PAGE, len(self._map)) - first * PAGE)
+            _platform.drop_private_pages(self._map, first * PAGE, min(end * PAGE, len(self._map)) - first * PAGE)
 
     def close(self) -> None:
         mapping = self._map

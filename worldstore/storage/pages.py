@@ -11,11 +11,10 @@ per-page Python or system call.
 from __future__ import annotations
 
 import mmap
-import os
 
 import numpy as np
 
-from .. import _native
+from .. import _native, _platform
 from ..errors import WorldFormatError
 
 PAGE = mmap.PAGESIZE
@@ -93,7 +92,7 @@ def read_into(fd: int, offset: int, region: np.ndarray) -> None:
     view = memoryview(region)
     done = 0
     while done < len(view):
-        count = os.preadv(fd, [view[done:]], offset + done)
+        count = _platform.readinto(fd, view[done:], offset + done)
         if count == 0:
             raise WorldFormatError(f"the file ends {len(view) - done} bytes before the end of a layer")
         done += count

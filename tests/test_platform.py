@@ -1,0 +1,127 @@
+"""The platform module's fallbacks (worldstore/_platform.py), run on Linux: slower, never wrong.
+
+CI also runs the whole suite with WORLDSTORE_PORTABLE=1, which picks every fallback; these tests check
+what that run cannot show by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import worldstore
+from conftest import python_env
+from worldstore import LayerSpec, WorldSpec, _platform, commit
+
+
+def portable_env() -> dict[str, str]:
+    env = python_env()
+    env["WORLDSTORE_PORTABLE"] = "1"
+    return env
+
+
+#: Holds the world open for writing (argv[2]: "swmr" or not) until its stdin closes.
+HOLDER = ("import sys, worldstore; w = worldstore.open(sys.argv[1], 'r+', swmr=sys.argv[2] == 'swmr'); "
+          "print('ready', flush=True); sys.stdin.read(); w.close()")
+SECOND = ("import sys, worldstore\n"
+          "try:\n"
+          "    worldstore.open(sys.argv[1], 'r+')\n"
+          "    print('admitted')\n"
+          "except worldstore.WorldLockedError as exc:\n"
+          "    print('refused', exc)\n")
+
+
+@pytest.mark.parametrize("swmr", ["swmr", "-"])
+def test_portable_mode_refuses_a_second_writer(tmp_path, swmr):
+    """HDF5 drops its own lock once a writer is in SWMR mode: the fallback's lock file must still refuse."""
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, WorldSpec(8, 8, 0, [LayerSpec("A", "resource")])).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, swmr], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=portable_env())
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert os.path.exists(path + _platform.LOCK_SUFFIX)
+        second = subprocess.run([sys.executable, "-c", SECOND, path], capture_output=True, text=True, timeout=60,
+                                env=portable_env())
+        # Refused by HDF5's flags and lock, or by worldstore's: for a SWMR writer, whose flock HDF5 dropped, only
+        # the fallback's lock tells a live writer from a dead one (whose flags a second writer would clear).
+        assert second.stdout.startswith("refused") and ("has a writer already" in second.stdout
+                                                        or "held open for writing" in second.stdout), \
+            second.stdout + second.stderr
+        assert worldstore.recovery.status_flags(path) != 0  # nobody cleared the live writer's flags
+        alive = subprocess.run([sys.executable, "-c", "import sys; from worldstore import recovery; "
+                                "print(recovery.writer_alive(sys.argv[1]))", path],
+                               capture_output=True, text=True, timeout=60, env=portable_env())
+        assert alive.stdout.strip() == "True", alive.stderr
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
+    second = subprocess.run([sys.executable, "-c", SECOND, path], capture_output=True, text=True, timeout=60,
+                            env=portable_env())
+    assert second.stdout.strip() == "admitted", second.stderr  # released with the writer
+
+
+def test_without_pagemap_a_one_cell_commit_journals_a_page_not_the_layer(tmp_path, monkeypatch):
+    """No /proc/self/pagemap (macOS, Windows, portable mode): the written pages are found by comparing with the
+    file, not taken to be every page (which journaled 4-8 MiB for one cell)."""
+    monkeypatch.setattr(_platform, "PAGEMAP", False)
+    monkeypatch.setattr(_platform, "BLOCK_COPIER", False)
+    path = str(tmp_path / "w.h5")
+    spec = WorldSpec(1024, 1024, 2, [LayerSpec("A", "resource"), LayerSpec("M", "agent", "float32")])
+    with worldstore.create(path, spec) as world:
+        assert world["A"]._storage._cow_id is None  # MAP_PRIVATE: the fallback's copies
+        world["A"][512, 512] = 1.0
+        world["M"][1, 3, 3] = 2.0
+        world.step()
+        changes = commit.collect(world)
+        assert changes.nbytes <= 2 * 2 * 4096, changes.nbytes  # a page (two at a boundary) per layer
+        world.commit()
+        world["A"][0, 0] = 3.0  # after the commit (whose copies could not be dropped without madvise, say)
+        assert commit.collect(world).nbytes <= 2 * 4096
+    with worldstore.open(path) as world:
+        assert float(world["A"][512, 512]) == 1.0 and float(world["A"][0, 0]) == 3.0
+        assert float(world["M"][1, 3, 3]) == 2.0 and float(world["M"].numpy().sum()) == 2.0
+
+
+def test_reservation_without_fallocate_writes_zeros_and_create_writes_fills(tmp_path, monkeypatch):
+    """Where posix_fallocate is missing (macOS without F_PREALLOCATE, Windows, portable mode), the room past the
+    end is written as zeros, and create writes every layer's fill so that its blocks exist."""
+    monkeypatch.setattr(_platform, "PORTABLE", True)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"abc")
+        assert _platform.reserve_blocks(fd, 0, 10_000) is False  # holes inside the file: not reserved
+        assert os.fstat(fd).st_size == 10_000 and _platform.pread(fd, 4, 0) == b"abc\0"
+        assert _platform.reserve_blocks(fd, 10_000, 5) is True  # wholly past the end: reserved
+        assert os.fstat(fd).st_size == 10_005
+    finally:
+        os.close(fd)
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, WorldSpec(256, 256, 0, [LayerSpec("A", "resource")])) as world:
+        np.testing.assert_array_equal(world["A"].numpy(), 0)
+    blocks = os.stat(path).st_blocks * 512
+    assert blocks >= 256 * 256 * 4  # the layer's blocks were written, not left a hole
+
+
+def test_positioned_io_fallback_reads_and_writes_at_offsets(tmp_path, monkeypatch):
+    monkeypatch.setattr(_platform, "_POSITIONED", False)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        assert _platform.pwrite(fd, b"hello", 100) == 5
+        assert _platform.pread(fd, 5, 100) == b"hello" and _platform.pread(fd, 10, 103) == b"lo"
+        buffer = bytearray(3)
+        assert _platform.readinto(fd, memoryview(buffer), 101) == 3 and bytes(buffer) == b"ell"
+    finally:
+        os.close(fd)
+
+
+def test_the_mechanisms_in_use_are_reported():
+    described = _platform.describe()
+    assert set(described) >= {"portable", "ofd_locks", "pagemap", "madvise", "block_copier", "positioned_io"}
+    if described["portable"]:
+        assert not any(described[key] for key in ("ofd_locks", "pagemap", "madvise", "block_copier",
+                                                  "positioned_io"))
