@@ -274,8 +274,6 @@ def test_a_snapshot_cut_short_leaves_the_commit_before_it(tmp_path):
         assert reader.history() == []
 
 
-@pytest.mark.skipif(not _platform.OFD_LOCKS, reason="no OFD locks (portable mode): a starved reader retries its "
-                                                    "checked read with back-off instead of holding the writer back")
 def test_a_starved_reader_holds_the_writer_back_for_one_read(tmp_path, monkeypatch):
     # A read slower than the time between commits would never finish between two: after a few spoiled
     # tries the reader takes the apply lock shared, and the writer waits for it.
