@@ -125,3 +125,40 @@ def test_the_mechanisms_in_use_are_reported():
     if described["portable"]:
         assert not any(described[key] for key in ("ofd_locks", "pagemap", "madvise", "block_copier",
                                                   "positioned_io"))
+
+
+NO_FCNTL = r"""
+import os, sys
+sys.modules["fcntl"] = None  # what 'import fcntl' meets on Windows (and msvcrt is not here either)
+import worldstore
+from worldstore import LayerSpec, WorldSpec, _platform
+path = sys.argv[1]
+with worldstore.create(path, WorldSpec(64, 64, 0, [LayerSpec("A", "resource"),
+                                                   LayerSpec("H", "temporal", storage="sparse")])) as world:
+    world["A"][3, 4] = 5.0
+    world.step()
+    world.deposit("H", [1], [2], 7.0)
+    world.commit()
+    try:
+        worldstore.open(path, "r+")
+        print("second writer admitted")
+    except worldstore.WorldLockedError:
+        print("second writer refused")
+    print("alive while open", _platform.writer_alive(path))
+    if os.fork() == 0:  # a child that inherits the writer, and exits: the parent keeps its lock
+        sys.exit(0)
+    os.wait()
+    print("alive after a child exited", _platform.writer_alive(path))
+print("alive after close", _platform.writer_alive(path))
+with worldstore.open(path, "r+") as world:
+    print(world.committed_step, float(world["A"][3, 4]), float(world["H"][1, 2]))
+"""
+
+
+def test_worldstore_works_where_fcntl_cannot_be_imported(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path / "w.h5")], capture_output=True, text=True,
+                          timeout=120, env=python_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["second writer refused", "alive while open True",
+                                        "alive after a child exited True", "alive after close False",
+                                        "1 5.0 7.0"], proc.stdout

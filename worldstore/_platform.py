@@ -9,7 +9,9 @@ Linux), the fallbacks run. They are slower, never wrong:
 ======================  ===============================  ==============================================
 mechanism               native (Linux)                   fallback
 ======================  ===============================  ==============================================
-writer lock             OFD lock on a byte past the end  ``flock`` / ``msvcrt.locking`` on ``PATH-lock``
+writer lock             OFD lock on a byte past the end  ``flock`` / ``msvcrt.locking`` on ``PATH-lock``;
+                                                         with no file locks at all, ``PATH-lock.pid``
+                                                         (created exclusively; stale once its pid is gone)
 commit-apply lock       OFD lock (a starved reader       ``lockf`` on byte 1 of ``PATH-lock``
                         holds the writer back)           (``msvcrt.locking`` on Windows)
 block reservation       ``posix_fallocate``              ``F_PREALLOCATE`` (macOS); else zeros written
@@ -255,6 +257,8 @@ def hold_writer(path: str) -> int:
             os.close(fd)
             raise
         return fd
+    if not _os_locks():
+        return _hold_pid_file(path)
     fd = open_fd(path + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
     try:
         _whole_file_lock(fd, EXCLUSIVE)
@@ -266,7 +270,65 @@ def hold_writer(path: str) -> int:
 
 def release_writer(fd: int) -> None:
     """Release the writer lock :func:`hold_writer` took (closing its descriptor releases it)."""
+    pid_file = _PID_FILES.pop(fd, None)
+    if pid_file is not None:
+        os.unlink(pid_file)
     os.close(fd)
+
+
+def _os_locks() -> bool:
+    """Whether the system has file locks (``fcntl`` or ``msvcrt``)."""
+    if _fcntl() is not None:
+        return True
+    try:
+        import msvcrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: The last resort where the system has no file locks at all: ``PATH-lock.pid``, created exclusively, holding
+#: the writer's pid; one whose process is gone is stale. By descriptor, the pid files this process holds.
+_PID_FILES: dict[int, str] = {}
+PID_SUFFIX = LOCK_SUFFIX + ".pid"
+
+
+def forget_inherited_locks() -> None:
+    """In a forked child: the pid files are the parent's; releasing its copies must not remove them."""
+    _PID_FILES.clear()
+
+
+def _hold_pid_file(path: str) -> int:
+    pid_file = path + PID_SUFFIX
+    for _ in range(2):
+        try:
+            fd = open_fd(pid_file, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            if _pid_file_alive(pid_file):
+                raise LockBusy(errno.EEXIST, "locked") from None
+            os.unlink(pid_file)  # its writer is gone
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        _PID_FILES[fd] = pid_file
+        return fd
+    raise LockBusy(errno.EEXIST, "locked")
+
+
+def _pid_file_alive(pid_file: str) -> bool:
+    try:
+        with open(pid_file, "rb") as f:
+            pid = int(f.read() or b"0")
+    except (FileNotFoundError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def writer_alive(path: str) -> bool:
@@ -279,6 +341,8 @@ def writer_alive(path: str) -> bool:
         finally:
             os.close(fd)
         return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    if not _os_locks():
+        return _pid_file_alive(path + PID_SUFFIX)
     try:
         fd = open_fd(path + LOCK_SUFFIX, os.O_RDONLY)
     except FileNotFoundError:
@@ -340,6 +404,8 @@ def apply_locked(fd: int, path: str, kind: str) -> Iterator[None]:
             _ofd(fd, APPLY_BYTE, UNLOCK, wait=False)
         return
     try:
+        if not _os_locks():
+            raise FileNotFoundError(path + LOCK_SUFFIX)  # no locks at all: the sequence check alone
         lock_fd = open_fd(path + LOCK_SUFFIX, os.O_RDWR if kind == EXCLUSIVE else os.O_RDONLY)
     except OSError:  # no lock file (no writer yet), or one this user may not open: the sequence check alone
         yield

@@ -169,6 +169,7 @@ def release_writer_lock(lock_fd: int) -> None:
 def forget_writer_locks() -> None:
     """In a forked child: the writer locks are the parent's (the child shares them, never holds them)."""
     _HELD.clear()
+    _platform.forget_inherited_locks()
 
 
 def file_identity(fd_or_path: int | str | os.PathLike) -> tuple[int, int]:
