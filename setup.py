@@ -1,38 +1,52 @@
-"""Builds worldstore's compiled kernels (worldstore/_kernels.c, _cow.c, _guard.c) as a plain shared library.
+"""Builds worldstore's compiled libraries as plain shared libraries, each where it can work.
 
-Everything else is in pyproject.toml. The library has no Python API: worldstore
-loads it with ctypes and falls back to numpy where it is missing, so a build
-without a C compiler still installs (with a warning) and works, only slower.
+- ``worldstore._kernels`` (``_kernels.c``): merging, searching and decaying
+  sparse layers, the window gather, changed pages. Every platform with a C
+  compiler and pthreads.
+- ``worldstore._cow`` (``_cow.c``): a writer's copies of 2 MiB blocks. Linux
+  only: it needs ``mremap``.
+- ``worldstore._guard`` (``_guard.c``): files cut short under a mapping read
+  zeros instead of SIGBUS. POSIX systems.
+
+Everything else is in pyproject.toml. The libraries have no Python API:
+worldstore loads each with ctypes and does without any that is missing (numpy
+twins of the kernels, MAP_PRIVATE copies, no guard), so a build without a C
+compiler still installs (with a warning) and works, only slower.
 """
+
+import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
 class OptionalBuildExt(build_ext):
-    """Build the kernels if a compiler is there; otherwise warn and install without them."""
+    """Build each library if a compiler can; otherwise warn and install without it."""
 
     def run(self):
         try:
             super().run()
         except Exception as error:  # noqa: BLE001 - any compiler failure
-            print(f"warning: worldstore's C kernels were not built ({error}); numpy fallbacks will be used")
+            print(f"warning: worldstore's C libraries were not built ({error}); worldstore does without them")
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as error:  # noqa: BLE001
-            print(f"warning: worldstore's C kernels were not built ({error}); numpy fallbacks will be used")
+            print(f"warning: {ext.name} was not built ({error}); worldstore does without it")
 
     def get_export_symbols(self, ext):
         return []  # a ctypes library, not a Python module: no PyInit_ function to export
 
 
-setup(
-    ext_modules=[Extension("worldstore._kernels", ["worldstore/_kernels.c", "worldstore/_cow.c", "worldstore/_guard.c"],
-                           depends=["worldstore/_signals.h"],
-                           extra_compile_args=["-O3", "-fno-fast-math", "-fno-trapping-math", "-ffp-contract=off",
-                                               "-pthread"],
-                           extra_link_args=["-pthread"])],
-    cmdclass={"build_ext": OptionalBuildExt},
-)
+_FLAGS = dict(extra_compile_args=["-O3", "-fno-fast-math", "-fno-trapping-math", "-ffp-contract=off", "-pthread"],
+              extra_link_args=["-pthread"])
+_LIBRARIES = [Extension("worldstore._kernels", ["worldstore/_kernels.c"], **_FLAGS)]
+if sys.platform.startswith("linux"):
+    _LIBRARIES.append(Extension("worldstore._cow", ["worldstore/_cow.c"], depends=["worldstore/_signals.h"], **_FLAGS))
+if os.name == "posix":
+    _LIBRARIES.append(Extension("worldstore._guard", ["worldstore/_guard.c"], depends=["worldstore/_signals.h"],
+                                **_FLAGS))
+
+setup(ext_modules=_LIBRARIES, cmdclass={"build_ext": OptionalBuildExt})

@@ -323,9 +323,9 @@ def test_restoring_an_older_snapshot_of_a_dense_temporal_layer_keeps_every_cell(
         assert coords.tolist() == [[0, 0], [5, 6]] and values.tolist() == [2.5, 1.0]
 
 
-needs_blocks = pytest.mark.skipif(worldstore._native.library is None or not _platform.BLOCK_COPIER,
-                                  reason="the C library is not built, or portable mode: the kernel copies 4 KiB "
-                                         "pages instead")
+needs_blocks = pytest.mark.skipif(worldstore._native.cow_library is None or not _platform.BLOCK_COPIER,
+                                  reason="the block copier (_cow.c) is not built, or portable mode: the kernel "
+                                         "copies 4 KiB pages instead")
 
 
 @needs_blocks
@@ -414,7 +414,7 @@ def test_a_snapshot_killed_after_some_cells_never_hands_them_to_the_snapshot_bef
 @needs_blocks
 def test_a_layer_the_block_copier_cannot_take_is_mapped_private(tmp_path, monkeypatch):
     # Out of regions (or mprotect refused): the layer falls back to the kernel's 4 KiB copies.
-    monkeypatch.setattr(worldstore._native.library, "ws_cow_register", lambda *args: -1)
+    monkeypatch.setattr(worldstore._native.cow_library, "ws_cow_register", lambda *args: -1)
     path = str(tmp_path / "fallback.h5")
     with worldstore.create(path, WorldSpec(256, 256, 0, [LayerSpec("A", "resource")])) as world:
         assert world._storages["A"]._cow_id is None

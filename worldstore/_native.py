@@ -19,56 +19,57 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _load() -> ctypes.CDLL | None:
+i64, ptr = ctypes.c_int64, ctypes.c_void_p
+#: Each compiled library's functions, as ``name: (restype, argtypes)``.
+_KERNELS = {
+    "ws_merge_back": (ctypes.c_int, [ptr, ptr, i64, ptr, ptr, i64, i64]),
+    "ws_compact": (i64, [ptr, ptr, i64, i64]),
+    "ws_locate_sorted": (None, [ptr, i64, ptr, i64, ptr, ptr]),
+    "ws_block_starts": (None, [ptr, i64, i64, ptr, i64]),
+    "ws_tags_mark": (None, [ptr, i64, ptr, i64, ctypes.c_uint8, ctypes.c_uint8]),
+    "ws_gather_f32": (ctypes.c_int, [i64, ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, ptr,
+                                     ctypes.c_int, i64]),
+    "ws_decay_f32": (i64, [ptr, i64, ctypes.c_float, ctypes.c_float]),
+    "ws_decay_f64": (i64, [ptr, i64, ctypes.c_double, ctypes.c_double]),
+    "ws_changed_pages": (i64, [ptr, ptr, i64, i64, ptr]),
+}
+_COW = {
+    "ws_cow_register": (i64, [ptr, i64, ctypes.c_int, i64, ptr]),
+    "ws_cow_blocks": (i64, [ptr, i64]),
+    "ws_cow_reset": (ctypes.c_int, [i64]),
+    "ws_cow_unregister": (None, [i64]),
+}
+_GUARD = {
+    "ws_guard_register": (i64, [ptr, i64]),
+    "ws_guard_unregister": (None, [i64]),
+    "ws_guard_faults": (i64, [ptr, i64]),
+    "ws_guard_total": (i64, []),
+}
+
+
+def _load(stem: str, functions: dict[str, tuple[object, list]]) -> ctypes.CDLL | None:
+    """The compiled library ``worldstore/<stem>*`` with ``functions`` typed, or None (not built, not loadable
+    here, or ``WORLDSTORE_NATIVE=0``)."""
     if os.environ.get("WORLDSTORE_NATIVE", "1") == "0":
         return None
-    for path in sorted(glob.glob(os.path.join(_HERE, "_kernels*.so")) + glob.glob(os.path.join(_HERE, "_kernels*.pyd"))):
+    for path in sorted(glob.glob(os.path.join(_HERE, stem + "*.so")) + glob.glob(os.path.join(_HERE, stem + "*.pyd"))):
         try:
             library = ctypes.CDLL(path)
-        except OSError:
+            for name, (restype, argtypes) in functions.items():
+                function = getattr(library, name)
+                function.restype, function.argtypes = restype, argtypes
+        except (OSError, AttributeError):  # another platform's build, or an older one without these symbols
             continue
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        library.ws_merge_back.restype = ctypes.c_int
-        library.ws_merge_back.argtypes = [ptr, ptr, i64, ptr, ptr, i64, i64]
-        library.ws_compact.restype = i64
-        library.ws_compact.argtypes = [ptr, ptr, i64, i64]
-        library.ws_locate_sorted.restype = None
-        library.ws_locate_sorted.argtypes = [ptr, i64, ptr, i64, ptr, ptr]
-        library.ws_block_starts.restype = None
-        library.ws_block_starts.argtypes = [ptr, i64, i64, ptr, i64]
-        library.ws_tags_mark.restype = None
-        library.ws_tags_mark.argtypes = [ptr, i64, ptr, i64, ctypes.c_uint8, ctypes.c_uint8]
-        library.ws_gather_f32.restype = ctypes.c_int
-        library.ws_gather_f32.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, ptr,
-                                          ctypes.c_int, i64]
-        library.ws_decay_f32.restype = i64
-        library.ws_decay_f32.argtypes = [ptr, i64, ctypes.c_float, ctypes.c_float]
-        library.ws_decay_f64.restype = i64
-        library.ws_decay_f64.argtypes = [ptr, i64, ctypes.c_double, ctypes.c_double]
-        library.ws_changed_pages.restype = i64
-        library.ws_changed_pages.argtypes = [ptr, ptr, i64, i64, ptr]
-        library.ws_cow_register.restype = i64
-        library.ws_cow_register.argtypes = [ptr, i64, ctypes.c_int, i64, ptr]
-        library.ws_cow_blocks.restype = i64
-        library.ws_cow_blocks.argtypes = [ptr, i64]
-        library.ws_cow_reset.restype = ctypes.c_int
-        library.ws_cow_reset.argtypes = [i64]
-        library.ws_cow_unregister.restype = None
-        library.ws_cow_unregister.argtypes = [i64]
-        library.ws_guard_register.restype = i64
-        library.ws_guard_register.argtypes = [ptr, i64]
-        library.ws_guard_unregister.restype = None
-        library.ws_guard_unregister.argtypes = [i64]
-        library.ws_guard_faults.restype = i64
-        library.ws_guard_faults.argtypes = [ptr, i64]
-        library.ws_guard_total.restype = i64
-        library.ws_guard_total.argtypes = []
         return library
     return None
 
 
-#: The loaded library, or None: then every function here uses numpy.
-library = _load()
+#: The kernels (``_kernels.c``), or None: then every function here uses numpy.
+library = _load("_kernels", _KERNELS)
+#: The writer's block copier (``_cow.c``; Linux only, it needs mremap), or None: writers map MAP_PRIVATE.
+cow_library = _load("_cow", _COW)
+#: The guard of files cut short under a mapping (``_guard.c``; POSIX), or None: no guard.
+guard_library = _load("_guard", _GUARD)
 
 
 def _ptr(array: np.ndarray) -> int:
@@ -256,18 +257,18 @@ def guard(mapping: Any, address: int, nbytes: int) -> None:
     """Guard the file mapping at ``address`` for as long as ``mapping`` (its mmap object) lives: a SIGBUS in it
     (the file was cut shorter) reads zeros and is counted instead of ending the process. Nothing where there
     is no compiled library."""
-    if library is None:
+    if guard_library is None:
         return
-    found = library.ws_guard_register(address, nbytes)
-    if found >= 0:  # the library itself, not this module's name for it: tests swap that for None
-        weakref.finalize(mapping, library.ws_guard_unregister, found)
+    found = guard_library.ws_guard_register(address, nbytes)
+    if found >= 0:  # the library itself, not this module's name for it: tests may swap that for None
+        weakref.finalize(mapping, guard_library.ws_guard_unregister, found)
 
 
 def cut_short(address: int, nbytes: int) -> bool:
     """Whether a guarded mapping overlapping ``[address, address + nbytes)`` met the end of its file."""
-    return library is not None and library.ws_guard_faults(address, nbytes) > 0
+    return guard_library is not None and guard_library.ws_guard_faults(address, nbytes) > 0
 
 
 def faults_total() -> int:
     """SIGBUS faults taken in guarded mappings so far (0 without the compiled library)."""
-    return 0 if library is None else int(library.ws_guard_total())
+    return 0 if guard_library is None else int(guard_library.ws_guard_total())

@@ -98,7 +98,7 @@ class MappedStorage:
         self._cow_id: int | None = None
         self._private: np.ndarray | None = None
         self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
-        if writable and _native.library is not None and _platform.BLOCK_COPIER and len(shape) == 2:
+        if writable and _native.cow_library is not None and _platform.BLOCK_COPIER and len(shape) == 2:
             self._mapping(mmap.ACCESS_WRITE)
             if self._start_blocks():
                 return
@@ -115,7 +115,7 @@ class MappedStorage:
 
     def _start_blocks(self) -> bool:
         """Hand the (shared, writable) mapping to the block copier; False if it could not take it."""
-        library = _native.library
+        library = _native.cow_library
         self._dirty = np.zeros(library.ws_cow_blocks(self._address, len(self._map)), dtype=np.uint8)
         cow_id = library.ws_cow_register(self._address, len(self._map), self._fd, self._offset - self._begin,
                                          self._dirty.ctypes.data)
@@ -192,7 +192,7 @@ class MappedStorage:
     def drop_private(self) -> None:
         """After a commit: the written pages read the file again (which now holds the same bytes)."""
         if self._cow_id is not None:
-            if _native.library.ws_cow_reset(self._cow_id) != 0:
+            if _native.cow_library.ws_cow_reset(self._cow_id) != 0:
                 raise OSError(ctypes.get_errno(), "cannot map a committed block of a layer back from the file")
             return
         written, self._written = self._written, np.empty(0, np.int64)
@@ -215,6 +215,6 @@ class MappedStorage:
             # through them still go to the process's own copies (and never to the file).
             return
         if self._cow_id is not None:
-            _native.library.ws_cow_unregister(self._cow_id)
+            _native.cow_library.ws_cow_unregister(self._cow_id)
             _REGISTERED.pop(self._cow_id, None)
             self._cow_id = None
