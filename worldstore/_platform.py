@@ -445,6 +445,6 @@ def hdf5_lock_held(path: str) -> bool:
 
 
 def describe() -> dict[str, Any]:
-    """Which mechanism each point uses here (for validate and bug reports)."""
+    """Which mechanism each point uses here (for bug reports, and the tests of portable mode)."""
     return {"portable": PORTABLE, "platform": sys.platform, "ofd_locks": OFD_LOCKS, "pagemap": PAGEMAP,
             "madvise": MADVISE, "block_copier": BLOCK_COPIER, "positioned_io": _POSITIONED}
