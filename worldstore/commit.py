@@ -240,10 +240,8 @@ def check_identity(world: "World") -> None:
     is not the world they belong to.
     """
     try:
-        replaced = recovery.file_identity(world._path) != recovery.file_identity(world._fd)
-    except FileNotFoundError:
-        replaced = True
-    if not replaced and world._cut_short():  # truncated under us: its mapped pages read zeros, not the world
+        replaced = world._file_changed()  # renamed over, or truncated under us (its mapped pages read zeros)
+    except FileNotFoundError:  # removed
         replaced = True
     if not replaced and world._sequence_offset is not None:  # the same file, rewritten in place (cp over it)?
         try:

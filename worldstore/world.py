@@ -306,11 +306,11 @@ class World:
         if self.writable:
             return self._step
         try:
-            replaced = recovery.file_identity(self._path) != recovery.file_identity(self._fd)
+            changed = self._file_changed()
         except FileNotFoundError as exc:
             raise WorldReplacedError(f"{self._path} was removed since this reader opened it; what it read before "
                                      "stays valid. Open the world again when a file is there") from exc
-        if replaced or self._cut_short():
+        if changed:
             self._reopen()
             return self._committed
         fresh = _load(self._file, self._path, self._mode, self._overrides)
@@ -569,6 +569,11 @@ class World:
         result = _commit.consistent(self._path, self._fd, self._sequence_offset, read)[1]
         self._check_whole()
         return result
+
+    def _file_changed(self) -> bool:
+        """Whether the path now names another file than the one this world has open, or that file was cut short
+        under it (raises FileNotFoundError if the path names nothing now)."""
+        return recovery.file_identity(self._path) != recovery.file_identity(self._fd) or self._cut_short()
 
     def _cut_short(self) -> bool:
         """Whether the file was made shorter than the world's layers while this process had it mapped
@@ -1047,10 +1052,10 @@ def _attach(h5file: h5py.File, path: str, mode: str, stored: WorldSpec, spec: Wo
     guard = None if writable else world._consistent_read
     world._layers.update((layer.name, Layer(layer, spec.shape_of(layer.name), storages[layer.name], writable, guard))
                          for layer in spec.layers)
-    world._sequence_offset = _schema.commit_offset(h5file, os.fstat(fd).st_size, path)
-    world._layers_end = max((sum(extent) for extent in (_schema.layer_extent(group[layer.name], os.fstat(fd).st_size,
-                                                                             path) for layer in spec.layers)
-                             if extent is not None), default=0)
+    size = os.fstat(fd).st_size
+    world._sequence_offset = _schema.commit_offset(h5file, size, path)
+    extents = (_schema.layer_extent(group[layer.name], size, path) for layer in spec.layers)
+    world._layers_end = max((offset + nbytes for offset, nbytes in filter(None, extents)), default=0)
     if world._sequence_offset is not None:
         world._sequence = _commit.read_sequence(fd, world._sequence_offset)[0]
     return world
