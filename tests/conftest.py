@@ -26,6 +26,13 @@ except ImportError:
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (the worldstore[torch] extra): "
                                                        "tensors cannot be handed out here")
 
+#: Tests that fork, kill a process with a signal (SIGKILL, SIGINT), limit a file's size or rely on POSIX file
+#: modes. The GitHub workflow runs the suite on Windows too, where these skip (README, "Platforms").
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX processes: fork, signals to a child, "
+                                                           "RLIMIT_FSIZE or file modes")
+#: Tests that read /proc (Linux's view of a process's memory).
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc: Linux only")
+
 #: The repository root (what subprocesses put on PYTHONPATH to import worldstore, cli and benchmarks).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import python_env, run_cli
+from conftest import posix_only, python_env, run_cli
 
 import worldstore
 from cli.main import main
@@ -335,6 +335,7 @@ def assert_whole(path, step: int) -> None:
     assert report["passed"], [check for check in report["checks"] if check["status"] == "fail"]
 
 
+@posix_only
 def test_one_ctrl_c_stops_the_demo_at_a_whole_committed_step(tmp_path):
     path = tmp_path / "live.h5"
     proc = start_cli("demo", path, "--size", "512x512", "--steps", "100000")
@@ -349,6 +350,7 @@ def test_one_ctrl_c_stops_the_demo_at_a_whole_committed_step(tmp_path):
     assert_whole(path, step)
 
 
+@posix_only
 def test_one_ctrl_c_stops_the_self_test_and_removes_its_worlds(tmp_path):
     proc = start_cli("validate", "--size", "256x256", "--rounds", "2", "--dir", tmp_path)
     wait_for(lambda: any(tmp_path.iterdir()), proc)  # its temporary directory is there
@@ -482,6 +484,7 @@ def test_sigint_guard_flag_checkpoint_and_finalizers(python_sigint):
 
 # -- demo as a SWMR writer -----------------------------------------------------
 
+@posix_only
 def test_a_running_demo_can_be_watched_from_another_process(tmp_path):
     """demo writes as a SWMR writer by default: a reader here opens it while it runs and follows its commits."""
     path = tmp_path / "live.h5"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import every_class_spec, have_tool, held_open, run_python
+from conftest import every_class_spec, have_tool, held_open, posix_only, run_python
 from test_history import advance, live_state
 from worldstore import HistoryError, SpecError, compact
 from worldstore.compaction import kept_snapshots
@@ -139,6 +139,7 @@ def test_compact_refuses_a_file_a_writer_holds(tmp_path, swmr):
     check_content(path, recorded, [1, 2])
 
 
+@posix_only
 def test_a_compaction_killed_midway_leaves_the_original_intact(tmp_path):
     path = tmp_path / "killed.h5"
     recorded = world_with_history(path, snapshots=4)

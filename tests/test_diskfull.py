@@ -13,8 +13,11 @@ import os
 import numpy as np
 
 import worldstore
-from conftest import run_python
+from conftest import posix_only, run_python
 from worldstore import LayerSpec, WorldSpec, commit
+
+#: The disk fills through RLIMIT_FSIZE, and writers die of SIGKILL: POSIX only.
+pytestmark = posix_only
 
 SPEC = WorldSpec(512, 512, 0, [LayerSpec("A", "resource"),
                                LayerSpec("H", "temporal", decay=0.9, threshold=0.01, storage="sparse")])

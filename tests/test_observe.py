@@ -11,7 +11,7 @@ import worldstore
 from worldstore import LayerSpec, ObserveError, WorldSpec, _native, _windows
 from worldstore.storage import sparse as sparse_module
 
-from conftest import needs_torch, torch
+from conftest import linux_only, needs_torch, torch
 
 H, W, AGENTS = 9, 13, 5
 #: One layer per source dtype, and a temporal layer per storage kind (with a non-zero pad).
@@ -240,6 +240,7 @@ def test_remember_refuses_bad_input_and_writes_nothing(tmp_path, call, error, me
         np.testing.assert_array_equal(world["MEM"].numpy(), before)
 
 
+@linux_only
 def test_many_agents_with_large_mapped_memories_touch_only_what_they_see(tmp_path):
     """1,000 agents x 512 x 512 float16 agent layers (0.5 GiB, mapped): RSS grows with the windows seen."""
     spec = WorldSpec(512, 512, 1000, [LayerSpec("FOOD", "resource"), LayerSpec("MEM", "agent", "float16")])

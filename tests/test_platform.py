@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import python_env
+from conftest import digest, posix_only, python_env
 from worldstore import LayerSpec, WorldSpec, _platform, commit
+from worldstore.storage.pages import PAGE  # the system's page: 4 KiB, 16 KiB on Apple silicon
 
 
 def portable_env() -> dict[str, str]:
@@ -78,10 +79,10 @@ def test_without_pagemap_a_one_cell_commit_journals_a_page_not_the_layer(tmp_pat
         world["M"][1, 3, 3] = 2.0
         world.step()
         changes = commit.collect(world)
-        assert changes.nbytes <= 2 * 2 * 4096, changes.nbytes  # a page (two at a boundary) per layer
+        assert changes.nbytes <= 2 * 2 * PAGE, changes.nbytes  # a page (two at a boundary) per layer
         world.commit()
         world["A"][0, 0] = 3.0  # after the commit (whose copies could not be dropped without madvise, say)
-        assert commit.collect(world).nbytes <= 2 * 4096
+        assert commit.collect(world).nbytes <= 2 * PAGE
     with worldstore.open(path) as world:
         assert float(world["A"][512, 512]) == 1.0 and float(world["A"][0, 0]) == 3.0
         assert float(world["M"][1, 3, 3]) == 2.0 and float(world["M"].numpy().sum()) == 2.0
@@ -155,6 +156,7 @@ with worldstore.open(path, "r+") as world:
 """
 
 
+@posix_only
 def test_worldstore_works_where_fcntl_cannot_be_imported(tmp_path):
     proc = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path / "w.h5")], capture_output=True, text=True,
                           timeout=120, env=python_env())
@@ -162,3 +164,33 @@ def test_worldstore_works_where_fcntl_cannot_be_imported(tmp_path):
     assert proc.stdout.splitlines() == ["second writer refused", "alive while open True",
                                         "alive after a child exited True", "alive after close False",
                                         "1 5.0 7.0"], proc.stdout
+
+
+@pytest.mark.parametrize("operation", ["compact", "create --overwrite"])
+def test_a_file_windows_will_not_replace_gets_our_error_and_stays_as_it_was(tmp_path, monkeypatch, operation):
+    """Windows refuses to replace a file that any process has open or mapped (a reader, a viewer). That is
+    replayed here: os.replace raises what it raises there. The world stays as it was, nothing is left behind."""
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, WorldSpec(32, 32, 0, [LayerSpec("A", "resource")])) as world:
+        world["A"][1, 2] = 3.0
+        world.commit()
+        world.snapshot()
+    before = digest(path)
+    replace = os.replace
+
+    def refused(source, target):
+        if os.path.abspath(target) == os.path.abspath(path):
+            raise PermissionError(13, "Access is denied", source, 5, target)
+        replace(source, target)
+
+    monkeypatch.setattr(_platform, "WINDOWS", True)
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(worldstore.WorldLockedError, match="Windows cannot replace a file that a process has open"):
+        if operation == "compact":
+            worldstore.compact(path, keep_last=1)
+        else:
+            worldstore.create(path, WorldSpec(8, 8, 0, [LayerSpec("B", "resource")]), overwrite=True)
+    assert digest(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["w.h5"]
+    with worldstore.open(path) as world:
+        assert world["A"][1, 2] == 3.0 and list(world.layers) == ["A"]

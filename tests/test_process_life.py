@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 
 import worldstore
-from conftest import digest, held_open, python_env, run_cli, run_python
+from conftest import digest, held_open, posix_only, python_env, run_cli, run_python
 from worldstore import LayerSpec, WorldSpec, _native, commit, recovery
+
+#: Forked children, SIGKILLed processes, users without write permission: POSIX only.
+pytestmark = posix_only
 
 
 def food_spec(*names: str, storage: str = "mapped") -> WorldSpec:

@@ -10,8 +10,11 @@ import sys
 import pytest
 
 import worldstore
-from conftest import ROOT, every_class_spec, held_open, run_cli, run_python
+from conftest import ROOT, every_class_spec, held_open, posix_only, run_cli, run_python
 from worldstore import recovery
+
+#: Writers killed with SIGKILL: POSIX only.
+pytestmark = posix_only
 
 KILLS = 50
 

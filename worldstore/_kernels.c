@@ -11,7 +11,42 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+
+/*
+ * The few things C compilers spell differently (issue 14: gcc and clang on
+ * Linux and macOS, mingw and MSVC on Windows). Every function worldstore loads
+ * is WS_EXPORT: a Windows DLL exports only what is marked.
+ */
+#if defined(_WIN32)
+#define WS_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define WS_EXPORT __attribute__((visibility("default")))
+#else
+#define WS_EXPORT
+#endif
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+#if defined(_M_X64) || defined(_M_IX86)
+#include <xmmintrin.h>
+/* prefetcht2, as __builtin_prefetch(p, 0, 1) gives on x86 */
+#define WS_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T2)
+#else
+#define WS_PREFETCH(p) ((void)(p))
+#endif
+#define WS_FETCH_ADD(p, v) _InterlockedExchangeAdd64((volatile long long *)(p), (v))
+#else
+#define WS_PREFETCH(p) __builtin_prefetch((p), 0, 1)
+#define WS_FETCH_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#endif
+
+#if defined(_WIN32)
+#include <windows.h>
+typedef HANDLE ws_thread;
+#else
 #include <pthread.h>
+typedef pthread_t ws_thread;
+#endif
 
 /*
  * Merge the sorted cells b (with values) into the sorted cells a, in place:
@@ -65,7 +100,7 @@ WS_COMPACT(compact16, uint16_t, (uint16_t)0x7fffu)
 WS_COMPACT(compact32, uint32_t, 0x7fffffffu)
 WS_COMPACT(compact64, uint64_t, 0x7fffffffffffffffull)
 
-int ws_merge_back(int64_t *a_cells, void *a_values, int64_t na, const int64_t *b_cells, const void *b_values,
+WS_EXPORT int ws_merge_back(int64_t *a_cells, void *a_values, int64_t na, const int64_t *b_cells, const void *b_values,
                   int64_t nb, int64_t itemsize)
 {
     switch (itemsize) {
@@ -76,7 +111,7 @@ int ws_merge_back(int64_t *a_cells, void *a_values, int64_t na, const int64_t *b
     }
 }
 
-int64_t ws_compact(int64_t *cells, void *values, int64_t n, int64_t itemsize)
+WS_EXPORT int64_t ws_compact(int64_t *cells, void *values, int64_t n, int64_t itemsize)
 {
     switch (itemsize) {
     case 2: return compact16(cells, values, n);
@@ -91,7 +126,7 @@ int64_t ws_compact(int64_t *cells, void *values, int64_t n, int64_t itemsize)
  * (at) and whether it is there (hit). Galloping from the previous answer:
  * O(log gap) per query, and the memory it touches moves forward.
  */
-void ws_locate_sorted(const int64_t *cells, int64_t n, const int64_t *queries, int64_t nq,
+WS_EXPORT void ws_locate_sorted(const int64_t *cells, int64_t n, const int64_t *queries, int64_t nq,
                       int64_t *at, uint8_t *hit)
 {
     int64_t lo = 0;
@@ -133,7 +168,7 @@ void ws_locate_sorted(const int64_t *cells, int64_t n, const int64_t *queries, i
 #endif
 
 #define WS_DECAY(NAME, REAL, ABS, COUNT)                                                        \
-WS_CLONES int64_t NAME(REAL *values, int64_t n, REAL factor, REAL threshold)                              \
+WS_EXPORT WS_CLONES int64_t NAME(REAL *values, int64_t n, REAL factor, REAL threshold)                              \
 {                                                                                               \
     int64_t zeros = 0;                                                                          \
     REAL floor = threshold > 0 ? threshold : (REAL)0;                                           \
@@ -159,7 +194,7 @@ WS_DECAY(ws_decay_f64, double, fabs, int64_t)
  * starts[b] = the first position whose cell is >= b << shift, for b in
  * [0, blocks]. One forward pass.
  */
-void ws_block_starts(const int64_t *cells, int64_t n, int64_t shift, int64_t *starts, int64_t blocks)
+WS_EXPORT void ws_block_starts(const int64_t *cells, int64_t n, int64_t shift, int64_t *starts, int64_t blocks)
 {
     int64_t position = 0;
     for (int64_t b = 0; b <= blocks; b++) {
@@ -176,7 +211,7 @@ void ws_block_starts(const int64_t *cells, int64_t n, int64_t shift, int64_t *st
  * becomes `several`. What worldstore/storage/_cells.py's CellTags._mark does
  * with numpy, without its temporaries.
  */
-void ws_tags_mark(const int64_t *cells, int64_t n, uint8_t *slots, int64_t bits, uint8_t tag, uint8_t several)
+WS_EXPORT void ws_tags_mark(const int64_t *cells, int64_t n, uint8_t *slots, int64_t bits, uint8_t tag, uint8_t several)
 {
     const uint64_t multiplier = 0x9E3779B97F4A7C15ull;
     const int shift = (int)(64 - bits);
@@ -337,8 +372,8 @@ static inline void prefetch_next(const gather_job *job, row_cursor *at)
     if (at->part.first != NULL && at->r >= at->part.r0 && at->r < at->part.r1) {
         const char *row = at->part.first + (at->r - at->part.r0) * at->step;
         for (int64_t offset = 0; offset < at->row_bytes; offset += 64)
-            __builtin_prefetch(row + offset, 0, 1);
-        __builtin_prefetch(row + at->row_bytes - 1, 0, 1);
+            WS_PREFETCH(row + offset);
+        WS_PREFETCH(row + at->row_bytes - 1);
     }
     if (++at->r == 2 * job->radius + 1) {
         if (++at->c == job->channels) {
@@ -396,29 +431,61 @@ static void gather_range(const gather_job *job)
 }
 
 /* A thread of the gather: takes chunks of agents until none are left. */
-static void *gather_worker(void *argument)
+static void gather_worker(void *argument)
 {
     const gather_job *shared = argument;
     gather_job range = *shared;
     for (;;) {
-        const int64_t first = __atomic_fetch_add(shared->next, shared->chunk, __ATOMIC_RELAXED);
+        const int64_t first = WS_FETCH_ADD(shared->next, shared->chunk);
         if (first >= shared->n)
             break;
         range.first = first;
         range.last = first + shared->chunk < shared->n ? first + shared->chunk : shared->n;
         gather_range(&range);
     }
+    return;
+}
+
+#if defined(_WIN32)
+static DWORD WINAPI thread_main(LPVOID job)
+{
+    gather_worker(job);
+    return 0;
+}
+static int thread_start(ws_thread *thread, void *job)
+{
+    *thread = CreateThread(NULL, 0, thread_main, job, 0, NULL);
+    return *thread != NULL;
+}
+static void thread_join(ws_thread thread)
+{
+    WaitForSingleObject(thread, INFINITE);
+    CloseHandle(thread);
+}
+#else
+static void *thread_main(void *job)
+{
+    gather_worker(job);
     return NULL;
 }
+static int thread_start(ws_thread *thread, void *job)
+{
+    return pthread_create(thread, NULL, thread_main, job) == 0;
+}
+static void thread_join(ws_thread thread)
+{
+    pthread_join(thread, NULL);
+}
+#endif
 
 #define WS_MAX_THREADS 64
 
-int ws_gather_f32(int64_t channels, const void *const *sources, const int *kinds, const int64_t *itemsizes,
+WS_EXPORT int ws_gather_f32(int64_t channels, const void *const *sources, const int *kinds, const int64_t *itemsizes,
                   const int64_t *layer_strides, const float *pads, int64_t height, int64_t width,
                   const int64_t *layer_index, const int64_t *positions, int64_t n, int64_t radius, float *out,
                   int64_t agent_stride, const int64_t *channel_offsets, int threads, int64_t chunk_rows)
 {
-    pthread_t ids[WS_MAX_THREADS];
+    ws_thread ids[WS_MAX_THREADS];
     int started[WS_MAX_THREADS] = {0};
     int64_t next = 0;
     if (threads < 1)
@@ -432,17 +499,17 @@ int ws_gather_f32(int64_t channels, const void *const *sources, const int *kinds
     gather_job job = {channels, sources, kinds, itemsizes, layer_strides, pads, height, width, layer_index,
                       positions, 0, 0, radius, out, agent_stride, channel_offsets, n, chunk, &next};
     for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&ids[t], NULL, gather_worker, &job) == 0;
+        started[t] = thread_start(&ids[t], &job);
     gather_worker(&job); /* this thread too; it takes what threads that did not start would have */
     for (int t = 1; t < threads; t++)
         if (started[t])
-            pthread_join(ids[t], NULL);
+            thread_join(ids[t]);
     return threads;
 }
 
 /* The pages (of `page` bytes; the last may be short) where a and b differ: their indices into `out`,
  * returns how many. A commit's search for what changed: memcmp runs at memory speed. */
-int64_t ws_changed_pages(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t page, int64_t *out)
+WS_EXPORT int64_t ws_changed_pages(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t page, int64_t *out)
 {
     int64_t count = 0;
     for (int64_t start = 0, index = 0; start < nbytes; start += page, index++) {

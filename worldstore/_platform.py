@@ -24,6 +24,9 @@ positioned I/O          ``os.pread`` / ``os.pwrite``     ``lseek`` + ``read`` / 
 durable sync            ``fsync``                        ``F_FULLFSYNC`` (macOS); ``fsync``
                                                          (``FlushFileBuffers`` on Windows)
 directory sync          ``fsync`` of the directory       none where a directory cannot be opened
+replacing a file        ``os.replace`` (rename(2))       ``os.replace`` (MoveFileEx); on Windows it fails
+                                                         while the file is open or mapped anywhere:
+                                                         ``WorldLockedError`` says so
 ======================  ===============================  ==============================================
 
 Nothing OS-specific is imported at module level: ``fcntl`` and ``msvcrt``
@@ -123,6 +126,26 @@ def durable_sync(fd: int) -> None:
         except OSError:  # a file system without it: fsync is the best there is
             pass
     os.fsync(fd)
+
+
+def replace_file(source: str, target: str) -> None:
+    """Put the file ``source`` in place of ``target`` in one step (``os.replace``), then make it durable.
+
+    POSIX renames over a file that other processes hold open or mapped; they keep the old file. Windows
+    refuses while any process has ``target`` open or mapped (a reader, a viewer, views this process still
+    holds): that PermissionError becomes :class:`~worldstore.errors.WorldLockedError`, ``target`` is
+    unchanged, and ``source`` is left for the caller to remove.
+    """
+    try:
+        os.replace(source, target)
+    except PermissionError as error:
+        if not WINDOWS:
+            raise
+        from .errors import WorldLockedError
+        raise WorldLockedError(errno.EACCES, "Windows cannot replace a file that a process has open or mapped "
+                               "(a reader, a viewer, layer views kept after close()); it is unchanged. Close "
+                               f"those and run again ({error})", target) from error
+    sync_directory(os.path.dirname(os.path.abspath(target)))
 
 
 def sync_directory(path: str) -> None:

@@ -174,9 +174,13 @@ def compact(path: str | os.PathLike, *, keep_last: int | None = None, keep_every
     except BaseException:
         os.unlink(partial)
         raise
-    os.replace(partial, path)
-    _remove_lock_file(partial)
-    _platform.sync_directory(os.path.dirname(os.path.abspath(path)))
+    try:
+        _platform.replace_file(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    finally:
+        _remove_lock_file(partial)
     return {
         "path": path,
         "bytes_before": bytes_before,

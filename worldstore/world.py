@@ -737,7 +737,7 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     try:
         _write_new_file(partial, spec, write_fill, history_codec)
         world = open(partial, "r+", swmr=swmr)
-        os.replace(partial, path)
+        _platform.replace_file(partial, path)
     except BaseException:
         if world is not None:
             world.close()  # nothing to commit: it was just opened
