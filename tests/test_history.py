@@ -224,3 +224,23 @@ def test_a_swmr_reader_sees_new_snapshots_after_refresh(tmp_path):
     finally:
         out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_durable_snapshot_is_fsynced_after_it_is_appended(tmp_path, monkeypatch, durable):
+    """Issue 15: snapshot() wrote the history and never fsync'd it (seen with strace), so a power cut could
+    lose a snapshot that a durable commit would have kept. Now durable=True syncs after the append."""
+    from worldstore import _platform, history
+
+    events = []
+    monkeypatch.setattr(_platform, "durable_sync", lambda fd: events.append("sync"))
+    append_clock = history.append_clock
+    monkeypatch.setattr(history, "append_clock", lambda *args: (append_clock(*args), events.append("appended")))
+    with worldstore.create(str(tmp_path / "w.h5"), worldstore.presets.agentfarm(16, 16, 2)) as world:
+        world["RESOURCES"][:] = 1.0
+        events.clear()
+        world.snapshot(durable=durable)
+        if durable:  # the commit's syncs (journal, file), then the snapshot's
+            assert events[-2:] == ["appended", "sync"] and events.count("sync") >= 2, events
+        else:
+            assert events == ["appended"]

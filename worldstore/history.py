@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from . import _extras, _schema
+from . import _extras, _platform, _schema
 from .commit import release, reserve
 from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
 from .layer import coo_of
@@ -98,16 +98,19 @@ def _stored_bytes(dset: h5py.Dataset) -> int:
     return total[0]
 
 
-def snapshot(world: "World", on_progress: Any = None) -> dict[str, Any]:
+def snapshot(world: "World", on_progress: Any = None, durable: bool = True) -> dict[str, Any]:
     """Commit, then append every layer's state to the history. Returns the snapshot's record.
 
-    ``on_progress(done, total)`` is called after each layer.
+    ``on_progress(done, total)`` is called after each layer. ``durable``: the
+    commit and then the appended snapshot are fsync'd, as :meth:`World.commit` does.
     """
     world._check_writable()
     group = history_group(world)
-    world.commit()
+    world.commit(durable=durable)
     reserve(world, _snapshot_bound(world, group), "the snapshot")
     index = _append_snapshot(world, group, on_progress)
+    if durable:
+        _platform.durable_sync(world._fd)
     release(world)
     return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
 

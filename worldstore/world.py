@@ -261,13 +261,16 @@ class World:
         remember(self, agent_ids, positions, radius, channels, visibility=visibility)
 
     # -- history ------------------------------------------------------------
-    def snapshot(self, on_progress: Any = None) -> dict[str, Any]:
+    def snapshot(self, on_progress: Any = None, *, durable: bool = True) -> dict[str, Any]:
         """Commit, then append every layer's state to the world's history; return the snapshot's record.
 
         Dense layers are stored chunked and compressed (the world's history
         codec), temporal layers as their non-zero cells; the record has the
         snapshot's ``index``, ``step`` and wall-clock ``time``.
         ``on_progress(done, total)`` is called after each layer.
+        ``durable`` as in :meth:`commit`: ``True`` fsyncs the commit and then
+        the snapshot, so it survives a power cut; a killed process needs no fsync
+        (a snapshot cut short is not counted: the step is written last).
 
         >>> import worldstore, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
@@ -283,7 +286,7 @@ class World:
         """
         from . import history
 
-        return history.snapshot(self, on_progress)
+        return history.snapshot(self, on_progress, durable)
 
     def refresh(self) -> int:
         """In a SWMR reader: catch up with what the writer has committed; return the committed step.
