@@ -16,7 +16,7 @@ import pytest
 import worldstore
 from conftest import ROOT, digest, held_open, posix_only, python_env, run_python
 from worldstore import LayerSpec, WorldSpec, _platform, commit, recovery
-from worldstore.storage.pages import PAGE  # the system's page: 4 KiB, 16 KiB on Apple silicon
+from worldstore.storage.pages import LINE, PAGE as PAGE_BYTES
 
 
 def spec() -> WorldSpec:
@@ -143,14 +143,14 @@ def test_recover_finishes_or_discards_and_says_which(tmp_path, where, outcome, s
     assert worldstore.recover(path)["journal"] is None
 
 
-def test_commit_writes_only_the_pages_written(tmp_path):
+def test_commit_writes_only_the_lines_written(tmp_path):
     path = str(tmp_path / "big.h5")
     big = WorldSpec(1024, 1024, 0, [LayerSpec("A", "resource", "float32"), LayerSpec("B", "resource", "float32")])
     with worldstore.create(path, big) as world:
         world["A"][10, 10] = 1.0
-        world["A"][700, :] = 2.0  # one row: 4 KiB, one page (or two)
+        world["A"][700, :] = 2.0  # one row: 4 KiB, 64 lines
         changes = commit.collect(world)
-        assert PAGE <= changes.nbytes <= 3 * PAGE
+        assert changes.nbytes == 4096 + LINE  # the lines that changed, not the pages (issue 15)
         assert world.commit() == 0
         assert commit.collect(world).nbytes == 0  # committed pages read the file again: nothing left
         world["A"][10, 11] = 3.0
@@ -164,7 +164,7 @@ def test_memory_layers_commit_the_pages_that_differ(tmp_path):
     small = WorldSpec(512, 512, 0, [LayerSpec("M", "resource", "float64", storage="memory")])
     with worldstore.create(path, small) as world:
         world["M"][100, 3] = 5.0
-        assert 0 < commit.collect(world).nbytes <= PAGE
+        assert commit.collect(world).nbytes == LINE
         world.commit(durable=False)
         assert commit.collect(world).nbytes == 0
     with worldstore.open(path) as world:
@@ -335,7 +335,7 @@ needs_blocks = pytest.mark.skipif(worldstore._native.cow_library is None or not 
 
 
 @needs_blocks
-def test_a_writer_copies_2mib_blocks_and_commits_only_changed_pages(tmp_path):
+def test_a_writer_copies_2mib_blocks_keeps_them_and_commits_only_changed_lines(tmp_path):
     path = str(tmp_path / "blocks.h5")
     grid = WorldSpec(2048, 2048, 4, [LayerSpec("A", "resource"), LayerSpec("M", "agent", "float16")])
     with worldstore.create(path, grid) as world:
@@ -344,13 +344,39 @@ def test_a_writer_copies_2mib_blocks_and_commits_only_changed_pages(tmp_path):
         world["A"][5, 5] = 1.0
         world["A"][2047, 2047] = 2.0
         assert np.flatnonzero(storage._dirty).tolist() == [0, len(storage._dirty) - 1]
-        assert commit.collect(world).nbytes == 2 * PAGE  # the two changed pages, not the blocks
+        assert commit.collect(world).nbytes == 2 * LINE  # the two changed lines, not the pages or blocks
         world.commit()
-        assert not storage._dirty.any()
-        world["A"][5, 6] = 3.0  # the block is the file's again: a new copy
-        assert storage._dirty[0] == 1
+        assert storage._dirty.tolist() == [2] + [0] * (len(storage._dirty) - 2) + [2]  # kept, read-only
+        assert commit.collect(world).nbytes == 0  # kept copies are not compared again
+        world["A"][5, 6] = 3.0  # a kept copy, written again: no new copy, marked written
+        assert storage._dirty[0] == 1 and storage._dirty[-1] == 2
+        assert commit.collect(world).nbytes == LINE
+        with worldstore.open(path, swmr=True) as reader:  # the file still holds the commit, not the write
+            assert reader["A"][5, 6] == 0.0 and reader["A"][5, 5] == 1.0
     with worldstore.open(path) as world:
         assert world["A"][5, 5] == 1.0 and world["A"][5, 6] == 3.0 and world["A"][2047, 2047] == 2.0
+
+
+@needs_blocks
+def test_copies_past_the_budget_are_dropped_at_commit(tmp_path, monkeypatch):
+    """Kept copies are bounded (KEEP_BYTES): past it they read the file again, as a world larger than memory
+    needs; the next write copies again. Values stay right either way."""
+    from worldstore.storage import mapped
+
+    path = str(tmp_path / "budget.h5")
+    with worldstore.create(path, WorldSpec(2048, 2048, 0, [LayerSpec("A", "resource")])) as world:
+        storage = world._storages["A"]
+        world["A"][0, 0] = 1.0
+        world.commit()
+        assert storage._dirty[0] == 2  # within the budget: kept
+        monkeypatch.setattr(mapped, "KEEP_BYTES", mapped._KEPT_BYTES[storage._cow_id])  # room for that one only
+        world["A"][1024, 1024] = 2.0
+        world.commit()
+        assert not storage._dirty.any()  # two blocks: past it, both dropped
+        world["A"][0, 1] = 3.0
+        assert storage._dirty[0] == 1
+    with worldstore.open(path) as world:
+        assert world["A"][0, 0] == 1.0 and world["A"][1024, 1024] == 2.0 and world["A"][0, 1] == 3.0
 
 
 @needs_blocks
@@ -431,3 +457,29 @@ def test_a_layer_the_block_copier_cannot_take_is_mapped_private(tmp_path, monkey
         world["A"][3, 5] = 6.0  # committed by close()
     with worldstore.open(path) as world:
         assert world["A"][3, 4] == 5.0 and world["A"][3, 5] == 6.0
+
+
+def test_a_journal_of_whole_pages_left_by_an_older_writer_is_replayed(tmp_path):
+    """Journals now hold 64-byte lines (WSJOURN3). One that a writer of the page-journal format (WSJOURN2)
+    left when it was killed must still be finished, not discarded: it holds a commit."""
+    import json
+    import zlib
+
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, spec()) as world:
+        world.commit()
+        storage = world._storages["MAPPED"]
+        offset, sequence, world_id = storage._offset, world._sequence, world._world_id
+        page = np.asarray(world["MAPPED"].numpy()).reshape(-1).view(np.uint8)[:PAGE_BYTES].copy()
+    page.view(np.float32)[3] = 5.0  # the commit that never reached the file: MAPPED's cell 3 of its first page
+    header = json.dumps({"world": world_id, "step": 7, "sequence": sequence + 2, "kinds": {},
+                         "pages": [[offset, PAGE_BYTES, 1, PAGE_BYTES]], "coo": []}).encode()
+    parts = [b"WSJOURN2", len(header).to_bytes(8, "little"), header, np.int64(0).tobytes(), page.tobytes()]
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    with open(commit.journal_path(path), "wb") as f:
+        f.write(b"".join(parts) + crc.to_bytes(4, "little") + b"WSJEND02")
+    assert worldstore.recover(path)["journal"] == "replayed"
+    with worldstore.open(path) as world:
+        assert world["MAPPED"].numpy().reshape(-1)[3] == 5.0 and world.committed_step == 7

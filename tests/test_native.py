@@ -124,3 +124,22 @@ def test_changed_pages_matches_numpy(seed, n, page, changes):
         _native.library = library
     assert compiled.tolist() == twin.tolist()
     assert set(compiled.tolist()) == {i // page for i in np.flatnonzero(a != b).tolist()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40000), st.sampled_from([1, 64, 4096]), st.integers(0, 30))
+def test_changed_lines_matches_numpy(seed, n, line, changes):
+    """The commit's search for changed 64-byte lines (pages first, then lines) against numpy's compare."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, n, dtype=np.uint8)
+    b = a.copy()
+    if n:
+        b[rng.integers(0, n, changes)] ^= 1
+    compiled = _native.changed_lines(a, b, line)
+    library, _native.library = _native.library, None
+    try:
+        twin = _native.changed_lines(a, b, line)
+    finally:
+        _native.library = library
+    assert compiled.tolist() == twin.tolist()
+    assert compiled.tolist() == sorted({i // line for i in np.flatnonzero(a != b).tolist()})

@@ -5,11 +5,23 @@
  * writer maps its layers MAP_SHARED and read-only. The first write into a block faults (SIGSEGV); the
  * handler copies the block into fresh anonymous memory that asks for transparent huge pages, and moves
  * that memory over the block (mremap): the write then goes to the process's own copy, the file keeps
- * the committed bytes, and the block is marked in the region's `dirty` array. At commit, worldstore
- * writes the changed pages of dirty blocks into the file and maps the file back over them
- * (ws_cow_reset). Faults outside registered regions go to the handler that was there before.
+ * the committed bytes. Faults outside registered regions go to the handler that was there before.
  *
- * Only system calls and memcpy run in the handler. A spin lock orders faults of several threads.
+ * Each block is in one of three states (one byte per block in the region's `dirty` array, which
+ * worldstore reads):
+ *   WS_FILE    the file's pages, read-only;
+ *   WS_WRITTEN the process's own copy, writable, written since the last commit;
+ *   WS_KEPT    the process's own copy, read-only, holding what the file holds (kept after a commit).
+ * At commit, worldstore compares the WS_WRITTEN blocks with the file, writes the lines that differ into
+ * the file, and then either keeps the copies (ws_cow_keep: they become WS_KEPT, and the next write into
+ * one only marks it written again and lifts the protection: no copy, issue 15) or lets them go
+ * (ws_cow_reset: the file is mapped back over them, and memory is freed).
+ *
+ * What this assumes: Linux (mremap, MAP_FIXED over part of a mapping); writes to a registered region
+ * fault with SIGSEGV (SIGBUS on some systems: not used there); nothing else changes the protection of a
+ * registered region; the file under a WS_KEPT block is changed only by commits, which write the bytes the
+ * copy already holds. Only system calls and memcpy run in the handler. A spin lock orders faults of
+ * several threads.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -22,12 +34,15 @@
 
 #define WS_REGIONS 4096
 #define WS_BLOCK ((uintptr_t)2 << 20)
+#define WS_FILE 0
+#define WS_WRITTEN 1
+#define WS_KEPT 2
 
 typedef struct {
     uintptr_t start, end;   /* the mapping */
     int fd;                 /* the file, and the offset of `start` in it */
     int64_t offset;
-    uint8_t *dirty;         /* one byte per block: 1 once the block is the process's own copy */
+    uint8_t *dirty;         /* one byte per block: WS_FILE, WS_WRITTEN or WS_KEPT */
     int used;
 } ws_region;
 
@@ -72,7 +87,20 @@ static int own_block(ws_region *r, int64_t b)
         munmap((void *)dst, len);
         return -1;
     }
-    r->dirty[b] = 1;
+    r->dirty[b] = WS_WRITTEN;
+    return 0;
+}
+
+/* Block `b`, a kept copy, written again: writable, and marked written; 0 on success. */
+static int rewrite_block(ws_region *r, int64_t b)
+{
+    uintptr_t lo, hi;
+    block_range(r, b, &lo, &hi);
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = lo & ~(page - 1);
+    if (mprotect((void *)first, hi - first, PROT_READ | PROT_WRITE) != 0)
+        return -1;
+    r->dirty[b] = WS_WRITTEN;
     return 0;
 }
 
@@ -85,7 +113,12 @@ static void handler(int sig, siginfo_t *info, void *context)
             continue;
         int64_t b = (int64_t)((address - block_base(r)) / WS_BLOCK);
         lock();
-        int done = r->dirty[b] ? 0 : own_block(r, b);  /* another thread may have copied it meanwhile */
+        int done;
+        switch (r->dirty[b]) {
+        case WS_FILE: done = own_block(r, b); break;
+        case WS_KEPT: done = rewrite_block(r, b); break;
+        default: done = 0; /* another thread made it writable meanwhile */
+        }
         unlock();
         if (done == 0)
             return;  /* the write runs again, into the copy */
@@ -142,7 +175,8 @@ int64_t ws_cow_blocks(void *start, int64_t length)
     return (int64_t)(((uintptr_t)start + (uintptr_t)length - base + WS_BLOCK - 1) / WS_BLOCK);
 }
 
-/* Map the file back over every dirty block (read-only): they read what the file holds. 0, or -1. */
+/* Map the file back over every copied block (read-only): they read what the file holds, and their
+ * memory is freed. 0, or -1. */
 int ws_cow_reset(int64_t id)
 {
     ws_region *r = &regions[id];
@@ -150,7 +184,7 @@ int ws_cow_reset(int64_t id)
     int result = 0;
     lock();
     for (int64_t b = 0; b < blocks; b++) {
-        if (!r->dirty[b])
+        if (r->dirty[b] == WS_FILE)
             continue;
         uintptr_t lo, hi;
         block_range(r, b, &lo, &hi);
@@ -161,10 +195,39 @@ int ws_cow_reset(int64_t id)
             continue;
         }
         madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-        r->dirty[b] = 0;
+        r->dirty[b] = WS_FILE;
     }
     unlock();
     return result;
+}
+
+/* After a commit wrote them into the file: keep the written copies, read-only (WS_KEPT), so the next
+ * write into one costs a fault and an mprotect, not a copy. Returns the bytes of copies the region
+ * holds, or -1 (an mprotect failed: call ws_cow_reset). */
+int64_t ws_cow_keep(int64_t id)
+{
+    ws_region *r = &regions[id];
+    int64_t blocks = ws_cow_blocks((void *)r->start, (int64_t)(r->end - r->start));
+    int64_t kept = 0;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lock();
+    for (int64_t b = 0; b < blocks; b++) {
+        if (r->dirty[b] == WS_FILE)
+            continue;
+        uintptr_t lo, hi;
+        block_range(r, b, &lo, &hi);
+        if (r->dirty[b] == WS_WRITTEN) {
+            uintptr_t first = lo & ~(page - 1);
+            if (mprotect((void *)first, hi - first, PROT_READ) != 0) {
+                unlock();
+                return -1;
+            }
+            r->dirty[b] = WS_KEPT;
+        }
+        kept += (int64_t)(hi - lo);
+    }
+    unlock();
+    return kept;
 }
 
 /* Forget the region (its mapping is about to be unmapped, or stays with its copies if views remain). */

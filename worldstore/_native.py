@@ -32,11 +32,13 @@ _KERNELS = {
     "ws_decay_f32": (i64, [ptr, i64, ctypes.c_float, ctypes.c_float]),
     "ws_decay_f64": (i64, [ptr, i64, ctypes.c_double, ctypes.c_double]),
     "ws_changed_pages": (i64, [ptr, ptr, i64, i64, ptr]),
+    "ws_changed_lines": (i64, [ptr, ptr, i64, i64, ptr]),
 }
 _COW = {
     "ws_cow_register": (i64, [ptr, i64, ctypes.c_int, i64, ptr]),
     "ws_cow_blocks": (i64, [ptr, i64]),
     "ws_cow_reset": (ctypes.c_int, [i64]),
+    "ws_cow_keep": (i64, [i64]),
     "ws_cow_unregister": (None, [i64]),
 }
 _GUARD = {
@@ -250,6 +252,17 @@ def changed_pages(a: np.ndarray, b: np.ndarray, page: int) -> np.ndarray:
     if whole < len(a) and (a[whole:] != b[whole:]).any():
         pages = np.append(pages, whole // page)
     return pages
+
+
+def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> np.ndarray:
+    """Indices of the ``line``-byte lines (the last may be short; ``line`` divides 4096) where flat uint8 arrays
+    ``a`` and ``b`` differ. The same answer as :func:`changed_pages` with ``page=line``; the compiled kernel
+    compares 4 KiB pages first and only the pages that differ line by line."""
+    if library is not None:
+        out = np.empty(-(-len(a) // line), dtype=np.int64)
+        count = library.ws_changed_lines(_ptr(a), _ptr(b), len(a), line, _ptr(out))
+        return out[:count]
+    return changed_pages(a, b, line)
 
 
 # -- mapped files cut short (worldstore/_guard.c) -----------------------------------------------

@@ -571,11 +571,13 @@ def layer_extent(dset: h5py.Dataset, file_size: int, where: str) -> tuple[int, i
     return offset, nbytes
 
 
-def write_storage_kind(group: h5py.Group, name: str, kind: str) -> None:
-    """Record which storage kind (so which form, dense or COO) holds layer ``name``."""
+def write_storage_kind(group: h5py.Group, name: str, kind: str) -> bool:
+    """Record which storage kind (so which form, dense or COO) holds layer ``name``; whether it changed."""
     dset = group[name]
     if dset.attrs.get(A_STORAGE) != kind:
         dset.attrs[A_STORAGE] = kind
+        return True
+    return False
 
 
 def write_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarray, values: np.ndarray) -> None:

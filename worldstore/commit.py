@@ -5,23 +5,36 @@ into the process 2 MiB block by block on first write (``worldstore/_cow.c``),
 agent layers page by page by the kernel (``MAP_PRIVATE``); in-RAM and sparse
 layers are the process's own memory anyway. :func:`commit` then
 
-1. collects the changes: the pages of copied blocks that differ from the file
-   (or, for ``MAP_PRIVATE`` mappings, the pages ``/proc/self/pagemap`` shows as
-   private copies), the pages of in-RAM layers that differ from the file, the
-   cells of sparse layers that changed, the step and each temporal layer's form;
-2. reserves the room the COO datasets may need, then writes everything to the
-   journal ``PATH-journal``, ending with a CRC-32, and (``durable``) fsyncs it;
+1. collects the changes: the 64-byte lines of copied blocks (or, for
+   ``MAP_PRIVATE`` mappings, of the pages ``/proc/self/pagemap`` shows as
+   private copies) that differ from the file, the lines of in-RAM layers that
+   differ from the file, the cells of sparse layers that changed, the step and
+   each temporal layer's form;
+2. reserves the room the COO datasets may need, then appends everything to the
+   journal ``PATH-journal`` as one record ending with a CRC-32, and
+   (``durable``) fsyncs the journal: this is the commit point;
 3. makes the sequence number of ``/commit`` odd (a commit is being applied),
-   writes the pages into the file, the COO datasets, the clock, flushes HDF5
-   and (``durable``) fsyncs the file;
-4. makes the sequence even again beside the committed step, removes the
-   journal, and lets the copies go (they read the file again, which now holds
-   the same bytes).
+   writes the lines into the file, the COO datasets, the clock, flushes HDF5
+   (to the page cache: readers see the commit now), and makes the sequence
+   even again beside the committed step;
+4. keeps the writer's copies (read-only) or lets them go (see ``storage.mapped``).
 
-A writer killed before the journal is whole leaves the file at the previous
-commit (what it wrote since lived only in its memory): the partial journal is
-discarded at the next open. Killed after, the journal is replayed at the next
-open (:func:`replay`; writing the same bytes twice is harmless).
+The journal is a log of commits, as SQLite's write-ahead log is: a durable
+commit fsyncs only the journal, so it costs the bytes that changed, not the
+pages they lie in. The file's pages reach the disk at a *checkpoint*
+(:func:`checkpoint`: fsync the file, then remove the journal), taken when the
+journal outgrows :data:`CHECKPOINT_BYTES`, after a commit that changed HDF5's
+own structures (COO datasets, storage kinds), after a snapshot, and at close.
+Every reader, HDF5 tool included, reads the file itself, which holds the last
+commit at all times (through the page cache); only what a power cut could take
+lives in the journal alone, until the next checkpoint.
+
+A writer killed before a record is whole leaves the file at the previous
+commit (what it wrote since lived only in its memory): the cut-short record is
+discarded at the next open. Killed after, the journal's whole records are
+replayed in order at the next open (:func:`replay`; writing the same bytes
+again is harmless), which also restores after a power cut what the disk had
+not yet received.
 
 Readers read the sequence number, read, and read it again
 (:func:`consistent`): a changed or odd number means a commit was being
@@ -44,7 +57,7 @@ import numpy as np
 
 from . import _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
-from .storage.pages import PageSet
+from .storage.pages import PAGE, PageSet
 
 if TYPE_CHECKING:
     from .world import World
@@ -52,12 +65,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JOURNAL_SUFFIX = "-journal"
-_MAGIC = b"WSJOURN2"
+_MAGIC = b"WSJOURN3"  # 3: each page set names its unit (64-byte lines, or pages); 2 was pages only
+_MAGIC_PAGES = b"WSJOURN2"  # replayed as before, so a journal an older writer left is finished
 _END = b"WSJEND02"
 _DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not against an adversary
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
 #: Room reserved beyond the data itself (chunk indexes, metadata HDF5 writes at a flush).
 _SLACK = 1 << 20
+#: The journal is checkpointed (the file fsync'd, the journal emptied) once it holds this many bytes: it bounds
+#: the replay after a crash and the disk the journal takes.
+CHECKPOINT_BYTES = 64 << 20
 #: A reader whose read a commit spoiled this many times in a row asks the writer to wait for it
 #: (``recovery.APPLY_BYTE``: the writer holds it while it applies a commit, a starved reader while it reads).
 _PATIENCE = 4
@@ -113,8 +130,9 @@ def release(world: "World") -> None:
 class Changes:
     """What one commit writes: layers' pages, COO forms, storage kinds, the step."""
 
-    def __init__(self, step: int, sequence: int, world_id: str | None = None):
+    def __init__(self, step: int, sequence: int, world_id: str | None = None, session: str | None = None):
         self.world_id = world_id  # the file's identity (_schema.ROOT_WORLD_ID): a journal replays only into it
+        self.session = session  # the writer's open that wrote the record (World._session)
         self.step = step
         self.sequence = sequence  # the even number the commit ends with
         self.pages: list[PageSet] = []
@@ -129,10 +147,11 @@ class Changes:
     def header(self) -> bytes:
         return json.dumps({
             "world": self.world_id,
+            "session": self.session,
             "step": self.step,
             "sequence": self.sequence,
             "kinds": self.kinds,
-            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes] for p in self.pages],
+            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes, p.unit] for p in self.pages],
             "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
         }).encode()
 
@@ -154,7 +173,7 @@ def _raw(array: np.ndarray) -> memoryview:
 def collect(world: "World") -> Changes:
     """The changes since the last commit (nothing is written)."""
     group = world._file[_schema.LAYERS_GROUP]
-    changes = Changes(world._step, world._sequence + 2, world._world_id)
+    changes = Changes(world._step, world._sequence + 2, world._world_id, world._session)
     for storage in [*world._retired, *world._storages.values()]:
         found = storage.patches()
         if found is None:  # an in-RAM layer that cannot be patched (chunked in the file)
@@ -179,23 +198,36 @@ def _write_all(fd: int, buf: memoryview) -> None:
         buf = buf[os.write(fd, buf):]
 
 
-def write_journal(path: str, changes: Changes, durable: bool) -> None:
-    """Write ``changes`` to ``path``'s journal, checksummed; on any error, remove it and re-raise."""
+def write_journal(path: str, changes: Changes, durable: bool) -> int:
+    """Append ``changes`` to ``path``'s journal as one checksummed record; return the journal's size after it.
+
+    On any error the journal is cut back to where it was (its earlier records stay: they hold commits a
+    power cut could otherwise take), or removed if it held nothing, and the error is re-raised.
+    """
     journal = journal_path(path)
-    fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    created = not os.path.exists(journal)
+    fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
-        crc = 0
-        header = changes.header()
-        for part in (memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
-                     *changes.blocks()):
-            crc = zlib.crc32(part, crc)
-            _write_all(fd, part)
-        _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
-        if durable:
-            _platform.durable_sync(fd)
-    except BaseException:
-        os.unlink(journal)
-        raise
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            crc = 0
+            header = changes.header()
+            for part in (memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
+                         *changes.blocks()):
+                crc = zlib.crc32(part, crc)
+                _write_all(fd, part)
+            _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
+            if durable:
+                _platform.durable_sync(fd)
+                if created:  # the journal's name too, or a power cut could lose the file it is in
+                    _platform.sync_directory(os.path.dirname(os.path.abspath(journal)))
+        except BaseException:
+            if start:
+                os.ftruncate(fd, start)
+            else:
+                os.unlink(journal)
+            raise
+        return os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         os.close(fd)
 
@@ -210,7 +242,7 @@ def commit(world: "World", durable: bool = True) -> int:
     coo_bytes = sum(c.nbytes + v.nbytes for c, v in changes.coo.values())
     reserve(world, coo_bytes * 2 + _SLACK if changes.coo else _SLACK // 16, "the commit")
     try:
-        write_journal(world._path, changes, durable)
+        journaled = write_journal(world._path, changes, durable)
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise DiskFullError(exc.errno, f"no room for the commit's journal ({changes.nbytes} bytes): "
@@ -218,9 +250,9 @@ def commit(world: "World", durable: bool = True) -> int:
                                 "changes are still in this process: free space and commit again",
                                 journal_path(world._path)) from exc
         raise
+    world._durable_pending = world._durable_pending or durable
     with _platform.apply_locked(world._fd, world._path, _platform.EXCLUSIVE):  # waits for a starved reader
-        apply(world._file, world._fd, world._spec, changes, durable, world._sequence_offset)
-    os.unlink(journal_path(world._path))
+        structural = apply(world._file, world._fd, world._spec, changes, False, world._sequence_offset)
     release(world)
     world._sequence = changes.sequence
     for storage in [*world._retired, *world._storages.values()]:
@@ -228,7 +260,26 @@ def commit(world: "World", durable: bool = True) -> int:
     for storage in world._retired:
         storage.close()
     world._retired.clear()
+    if structural or journaled >= CHECKPOINT_BYTES:
+        checkpoint(world)
     return changes.nbytes
+
+
+def checkpoint(world: "World") -> None:
+    """Make the disk hold every commit so far, then remove the journal (SQLite's checkpoint).
+
+    The file is fsync'd if a durable commit is in the journal (commits made with ``durable=False`` promise
+    nothing against a power cut), then the journal is removed. Should a power cut undo the removal, the old
+    journal's records are replayed: each writes the bytes the file already holds. The next durable commit
+    syncs the directory after writing its record, so the new journal's name survives too.
+    """
+    if world._durable_pending:
+        _platform.durable_sync(world._fd)
+        world._durable_pending = False
+    try:
+        os.unlink(journal_path(world._path))
+    except FileNotFoundError:
+        pass
 
 
 def check_identity(world: "World") -> None:
@@ -249,6 +300,7 @@ def check_identity(world: "World") -> None:
         except WorldFormatError:  # shorter than the world: cut, or another file's bytes
             replaced = True
     if replaced:
+        _forget_journal(world)
         raise WorldReplacedError(f"{world._path} now names another file (renamed over, removed, rewritten in "
                                  "place or cut short since this world opened it), so nothing was committed: the "
                                  "file there keeps its own state, and "
@@ -256,8 +308,22 @@ def check_identity(world: "World") -> None:
                                  "Save what you need with layer.numpy(), close this world, and open the file again")
 
 
-def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None) -> None:
-    """Write ``changes`` into the file, between an odd and an even sequence number."""
+def _forget_journal(world: "World") -> None:
+    """Remove the journal beside the path if this writer wrote it: its records belong to the file this world
+    has open, which the path no longer names, and replayed into the file there now they would mix two
+    worlds (or two versions of one, a backup copied over it). A journal another writer wrote stays."""
+    records, _ = journal_records(world._path)
+    if records and records[0].get("session") == world._session:
+        try:
+            os.unlink(journal_path(world._path))
+        except FileNotFoundError:
+            pass
+
+
+def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None) -> bool:
+    """Write ``changes`` into the file, between an odd and an even sequence number (``durable``: fsync'd
+    before the even one). Returns whether HDF5's own structures changed (COO datasets written or a
+    storage kind), which a checkpoint should follow."""
     if sequence_offset is not None:
         write_sequence(fd, sequence_offset, changes.sequence - 1, changes.step)
     for page_set in changes.pages:
@@ -265,16 +331,18 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
     for write in changes.unjournaled:
         write()
     group = h5file[_schema.LAYERS_GROUP]
+    structural = bool(changes.unjournaled or changes.coo)
     for name, (coords, values) in changes.coo.items():
         _schema.write_coo(group, spec, name, coords, values)
     for name, kind in changes.kinds.items():
-        _schema.write_storage_kind(group, name, kind)
+        structural = _schema.write_storage_kind(group, name, kind) or structural
     _schema.write_clock(h5file, changes.step, changes.step)
     h5file.flush()
     if durable:
         _platform.durable_sync(fd)
     if sequence_offset is not None:
         write_sequence(fd, sequence_offset, changes.sequence, changes.step)
+    return structural
 
 
 # -- the sequence number -----------------------------------------------------
@@ -359,81 +427,116 @@ def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T],
 
 
 # -- replay ------------------------------------------------------------------
-def read_journal(path: str) -> dict[str, Any] | None:
-    """The journal's header if the journal is whole (its checksum holds), else None."""
+def _record_bytes(header: dict[str, Any]) -> int:
+    """The bytes of a record's data blocks, as its header describes them."""
+    pages = sum(int(entry[2]) * 8 + int(entry[3]) for entry in header["pages"])
+    coo = sum(int(count) * (8 + np.dtype(dtype).itemsize) for _, count, dtype in header["coo"])
+    return pages + coo
+
+
+def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
+    """The whole records of ``path``'s journal in order (their headers, each with ``_data``: where its data
+    starts), and whether bytes follow them that are not a whole record (one its writer did not finish)."""
     journal = journal_path(path)
     try:
         fd = _platform.open_fd(journal, os.O_RDONLY)
     except FileNotFoundError:
-        return None
+        return [], False
+    records: list[dict[str, Any]] = []
     try:
         size = os.fstat(fd).st_size
-        start = _platform.pread(fd, 16, 0)
-        if len(start) < 16 or start[:8] != _MAGIC or size < 16 + _DIGEST + len(_END):
-            return None
-        header_length = int.from_bytes(start[8:], "little")
-        if 16 + header_length + _DIGEST + len(_END) > size:
-            return None
-        crc = 0
-        end = size - _DIGEST - len(_END)
         position = 0
-        while position < end:
-            piece = _platform.pread(fd, min(_PIECE, end - position), position)
-            crc = zlib.crc32(piece, crc)
-            position += len(piece)
-        if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
-            return None
-        try:
-            header = json.loads(_platform.pread(fd, header_length, 16))
-        except ValueError:
-            return None
-        header["_data"] = 16 + header_length
-        return header
+        while position < size:
+            start = _platform.pread(fd, 16, position)
+            if len(start) < 16 or start[:8] not in (_MAGIC, _MAGIC_PAGES):
+                break
+            header_length = int.from_bytes(start[8:], "little")
+            if position + 16 + header_length + _DIGEST + len(_END) > size:
+                break
+            try:
+                header = json.loads(_platform.pread(fd, header_length, position + 16))
+                end = position + 16 + header_length + _record_bytes(header)
+            except (ValueError, KeyError, TypeError, IndexError):
+                break
+            if end + _DIGEST + len(_END) > size:
+                break
+            crc = 0
+            at = position
+            while at < end:
+                piece = _platform.pread(fd, min(_PIECE, end - at), at)
+                crc = zlib.crc32(piece, crc)
+                at += len(piece)
+            if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
+                break
+            header["_data"] = position + 16 + header_length
+            records.append(header)
+            position = end + _DIGEST + len(_END)
+        return records, position < size
     finally:
         os.close(fd)
 
 
+def read_journal(path: str) -> dict[str, Any] | None:
+    """The header of the journal's last record if every byte of the journal is whole records, else None."""
+    records, cut_short = journal_records(path)
+    return records[-1] if records and not cut_short else None
+
+
+def _read_record(jfd: int, header: dict[str, Any], file_size: int, journal: str, path: str) -> Changes:
+    position = header["_data"]
+    changes = Changes(int(header["step"]), int(header["sequence"]))
+    changes.kinds = {str(k): str(v) for k, v in header["kinds"].items()}
+    for offset, nbytes, count, length, *unit in header["pages"]:
+        unit = int(unit[0]) if unit else PAGE  # a WSJOURN2 journal: pages of this machine's size
+        if offset < 0 or offset + nbytes > file_size or unit <= 0:
+            raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
+        pages = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int64)
+        data = np.frombuffer(_platform.pread(jfd, length, position + count * 8), np.uint8)
+        changes.pages.append(PageSet(int(offset), int(nbytes), pages, data, unit))
+        position += count * 8 + length
+    for name, count, dtype in header["coo"]:
+        coords = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
+        position += count * 8
+        values_dtype = np.dtype(dtype)
+        values = np.frombuffer(_platform.pread(jfd, count * values_dtype.itemsize, position), values_dtype)
+        position += count * values_dtype.itemsize
+        changes.coo[str(name)] = (coords, values)
+    return changes
+
+
 def replay(path: str) -> dict[str, Any]:
-    """Finish or discard an interrupted commit; say which. The file must not be held by a live writer."""
+    """Apply the journal's whole records in order, discard a record cut short, fsync, remove the journal; say
+    what was done. The file must not be held by a live writer."""
     journal = journal_path(path)
     if not os.path.exists(journal):
         return {"journal": None}
-    header = read_journal(path)
-    if header is None:
+    records, cut_short = journal_records(path)
+    if not records:
         os.unlink(journal)
         return {"journal": "discarded"}
     with h5py.File(path, "r", libver=_schema.LIBVER) as h5file:
         world_id = _schema.read_world_id(h5file)
-    if header.get("world") != world_id:  # the world was replaced (create --overwrite, compact) after its writer died
+    foreign = [record.get("world") for record in records if record.get("world") != world_id]
+    if foreign:  # the world was replaced (create --overwrite, compact) after its writer died
         os.unlink(journal)
-        return {"journal": "discarded", "reason": f"it belongs to another world file (id {header.get('world')}), "
+        return {"journal": "discarded", "reason": f"it belongs to another world file (id {foreign[0]}), "
                 f"not to the one now at {path} (id {world_id})"}
     jfd = _platform.open_fd(journal, os.O_RDONLY)
     fd = _platform.open_fd(path, os.O_RDWR)
     try:
         file_size = os.fstat(fd).st_size
-        position = header["_data"]
-        changes = Changes(int(header["step"]), int(header["sequence"]))
-        changes.kinds = {str(k): str(v) for k, v in header["kinds"].items()}
-        for offset, nbytes, count, length in header["pages"]:
-            if offset < 0 or offset + nbytes > file_size:
-                raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
-            pages = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int64)
-            data = np.frombuffer(_platform.pread(jfd, length, position + count * 8), np.uint8)
-            changes.pages.append(PageSet(int(offset), int(nbytes), pages, data))
-            position += count * 8 + length
-        for name, count, dtype in header["coo"]:
-            coords = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
-            position += count * 8
-            values_dtype = np.dtype(dtype)
-            values = np.frombuffer(_platform.pread(jfd, count * values_dtype.itemsize, position), values_dtype)
-            position += count * values_dtype.itemsize
-            changes.coo[str(name)] = (coords, values)
         with h5py.File(path, "r+", libver=_schema.LIBVER) as h5file:
             spec = _schema.read_spec(h5file, path)
-            apply(h5file, fd, spec, changes, True, _schema.commit_offset(h5file, file_size, path))
+            offset = _schema.commit_offset(h5file, file_size, path)
+            for record in records:
+                changes = _read_record(jfd, record, file_size, journal, path)
+                apply(h5file, fd, spec, changes, False, offset)
+        _platform.durable_sync(fd)
     finally:
         os.close(jfd)
         os.close(fd)
     os.unlink(journal)
-    return {"journal": "replayed", "step": changes.step}
+    result: dict[str, Any] = {"journal": "replayed", "step": changes.step, "commits": len(records)}
+    if cut_short:
+        result["discarded"] = "a record its writer did not finish"
+    return result

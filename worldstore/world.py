@@ -69,6 +69,11 @@ class World:
         # /commit: where its [sequence, committed step] lies (None in older files) and the sequence now.
         self._sequence_offset: int | None = None
         self._sequence = 0
+        # A durable commit is in the journal whose file pages are not yet fsync'd (see commit.checkpoint).
+        self._durable_pending = False
+        # This open, named in the journal records it writes (a replaced file's journal is removed only by
+        # the writer that wrote it).
+        self._session = uuid.uuid4().hex
         # Storages replaced since the last commit (set_storage): their written pages are still to commit.
         self._retired: list[LayerStorage] = []
         # Page-locked host buffers of observe(device="cuda"), by shape and dtype.
@@ -528,6 +533,7 @@ class World:
         try:
             if self.writable and not self._detached:
                 self.commit()
+                _commit.checkpoint(self)
         finally:
             for storage in self._retired:
                 storage.close()

@@ -19,9 +19,12 @@ writer keeps the file at the last commit by copying what it writes:
   kernel copies 4 KiB pages, found through ``/proc/self/pagemap`` (present and
   no longer the file's page).
 
-The commit journals and writes those pages (see ``worldstore.commit``);
-:meth:`MappedStorage.drop_private` then lets the copies go, and they read the
-file again.
+The commit journals and writes the 64-byte lines of those pages that differ
+from the file (see ``worldstore.commit``). :meth:`MappedStorage.drop_private`
+then keeps a writer's 2 MiB copies, read-only, while they fit in the budget
+(:data:`KEEP_BYTES`): the next write into one only marks it written again, with
+no copy (issue 15). Past the budget, and for ``MAP_PRIVATE`` pages, the copies
+go and read the file again.
 """
 
 from __future__ import annotations
@@ -40,6 +43,29 @@ from .pages import PAGE, PageSet, map_region, runs
 _BLOCK = 2 << 20
 #: Dirty-block arrays of registered mappings, kept alive while the C side may write them.
 _REGISTERED: dict[int, np.ndarray] = {}
+#: Block states in those arrays (worldstore/_cow.c): the file's pages, a copy written since the last commit,
+#: a copy kept after a commit (read-only, equal to the file).
+_FILE, _WRITTEN, _KEPT = 0, 1, 2
+
+
+def _keep_bytes() -> int:
+    """How much memory a writer's kept copies may take: ``WORLDSTORE_KEEP_COPIES`` (bytes; 0 keeps none),
+    else a quarter of the machine's memory."""
+    setting = os.environ.get("WORLDSTORE_KEEP_COPIES")
+    if setting is not None:
+        return max(int(setting), 0)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+#: The most memory (bytes) the 2 MiB copies kept after commits may take in one process, all layers together.
+#: Kept copies make the next step's first writes cost a fault instead of a 2 MiB copy each; past this they
+#: are dropped at commit, as before, so a world larger than memory still runs in what it touches per step.
+KEEP_BYTES = _keep_bytes()
+#: Bytes of copies each registered mapping keeps (by its id in worldstore/_cow.c).
+_KEPT_BYTES: dict[int, int] = {}
 
 _PRESENT, _SWAPPED, _FILE_PAGE = np.uint64(1 << 63), np.uint64(1 << 62), np.uint64(1 << 61)
 
@@ -145,7 +171,8 @@ class MappedStorage:
         return self._private
 
     def patches(self) -> list[PageSet]:
-        """The layer's pages written since the last commit, with their bytes."""
+        """The 64-byte lines of the layer written since the last commit (found in the pages written), with their
+        bytes."""
         if not self._writable:
             return []
         if self._cow_id is not None:
@@ -165,11 +192,11 @@ class MappedStorage:
         first = np.arange(-(-nbytes // PAGE), dtype=np.int64) * PAGE + self._begin
         last = np.minimum(first + PAGE, self._end) - 1
         pages = np.flatnonzero(written[first // PAGE] | written[last // PAGE])
-        return [PageSet.gather(self._offset, region, pages)]
+        return [PageSet.changed(self._fd, self._offset, region, runs(pages))]  # their lines that differ
 
     def _block_patches(self) -> list[PageSet]:
-        """Pages of the blocks copied since the last commit that differ from the file."""
-        blocks = np.flatnonzero(self._dirty)
+        """Lines of the blocks copied since the last commit that differ from the file."""
+        blocks = np.flatnonzero(self._dirty == _WRITTEN)
         if not len(blocks):
             return []
         nbytes = self._end - self._begin
@@ -190,10 +217,16 @@ class MappedStorage:
         return any(_native.cut_short(address, nbytes) for address, nbytes in mappings)
 
     def drop_private(self) -> None:
-        """After a commit: the written pages read the file again (which now holds the same bytes)."""
+        """After a commit: the copies are kept, read-only (within :data:`KEEP_BYTES`), or read the file again
+        (which now holds the same bytes)."""
         if self._cow_id is not None:
-            if _native.cow_library.ws_cow_reset(self._cow_id) != 0:
-                raise OSError(ctypes.get_errno(), "cannot map a committed block of a layer back from the file")
+            library, cow_id = _native.cow_library, self._cow_id
+            kept = library.ws_cow_keep(cow_id) if KEEP_BYTES else -1
+            if kept < 0 or kept + sum(_KEPT_BYTES.values()) - _KEPT_BYTES.get(cow_id, 0) > KEEP_BYTES:
+                if library.ws_cow_reset(cow_id) != 0:
+                    raise OSError(ctypes.get_errno(), "cannot map a committed block of a layer back from the file")
+                kept = 0
+            _KEPT_BYTES[cow_id] = kept
             return
         written, self._written = self._written, np.empty(0, np.int64)
         # Where copies cannot be dropped (no madvise), they stay: they hold what the file now holds, and the
@@ -217,4 +250,5 @@ class MappedStorage:
         if self._cow_id is not None:
             _native.cow_library.ws_cow_unregister(self._cow_id)
             _REGISTERED.pop(self._cow_id, None)
+            _KEPT_BYTES.pop(self._cow_id, None)
             self._cow_id = None

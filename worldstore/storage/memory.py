@@ -53,7 +53,7 @@ class MemoryStorage:
         return self._data
 
     def patches(self) -> list[PageSet] | None:
-        """The pages that differ from the file, with their bytes; None if the dataset is not contiguous."""
+        """The 64-byte lines that differ from the file, with their bytes; None if the dataset is not contiguous."""
         if not self._writable or not self._data.size:
             return []
         if self._fd is None or self._offset is None:

@@ -1,11 +1,14 @@
-"""Page sets: the pages of one layer's file region that a commit writes, gathered and scattered by numpy.
+"""Page sets: the pieces of one layer's file region that a commit writes, gathered and scattered by numpy.
 
-A region is a layer's bytes in the file (``offset``, ``nbytes``); page ``k``
-covers its bytes ``k * PAGE`` up to ``(k + 1) * PAGE`` (the last page may be
-short). A :class:`PageSet` holds the page numbers and their bytes, contiguous,
-so a commit journals them with one write and writes them into the file with
-one numpy copy through a shared mapping, however scattered the pages are: no
-per-page Python or system call.
+A region is a layer's bytes in the file (``offset``, ``nbytes``), cut into
+units of ``unit`` bytes: unit ``k`` covers bytes ``k * unit`` up to
+``(k + 1) * unit`` (the last may be short). A commit's units are 64-byte lines
+(:data:`LINE`, a cache line): the pages a writer wrote are compared with the
+file, and only the lines that differ are journaled and written, so one changed
+float costs 64 bytes, not a 4 KiB page (issue 15). A :class:`PageSet` holds the
+unit numbers and their bytes, contiguous, so a commit journals them with one
+write and writes them into the file with one numpy copy through a shared
+mapping, however scattered they are: no per-unit Python or system call.
 """
 
 from __future__ import annotations
@@ -18,48 +21,52 @@ from .. import _native, _platform
 from ..errors import WorldFormatError
 
 PAGE = mmap.PAGESIZE
+#: What a commit journals and writes: 64-byte lines, the cache line of x86 and Arm (it divides every page size).
+LINE = 64
 
 
 class PageSet:
-    """Pages ``pages`` (sorted) of the region at ``offset`` (``nbytes`` long), with their bytes ``data``."""
+    """Units ``pages`` (sorted) of ``unit`` bytes of the region at ``offset`` (``nbytes`` long), with their
+    bytes ``data``."""
 
-    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray):
+    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray, unit: int = PAGE):
         self.offset = offset
         self.nbytes = nbytes
         self.pages = np.ascontiguousarray(pages, dtype=np.int64)
         self.data = data
+        self.unit = unit
 
     @classmethod
-    def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray) -> "PageSet":
-        """The bytes of ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
-        full, tail = _split(region)
+    def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE) -> "PageSet":
+        """The bytes of units ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
+        full, tail = _split(region, unit)
         inner = pages[pages < len(full)]
         parts = [full[inner].reshape(-1)]
-        if len(inner) < len(pages):  # the last, short page
+        if len(inner) < len(pages):  # the last, short unit
             parts.append(tail)
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return cls(offset, len(region), pages, data)
+        return cls(offset, len(region), pages, data, unit)
 
     @classmethod
     def changed(cls, fd: int, offset: int, region: np.ndarray,
                 spans: list[tuple[int, int]] | None = None) -> "PageSet":
-        """The pages of ``region`` (this process's bytes for the file's region at ``offset``) that differ from
-        the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere)."""
+        """The 64-byte lines of ``region`` (this process's bytes for the file's region at ``offset``) that
+        differ from the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere)."""
         theirs = file_region(fd, offset, len(region), mmap.ACCESS_READ)
         if spans is None:
             spans = [(0, -(-len(region) // PAGE))]
-        found = [_native.changed_pages(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], PAGE)
-                 + first for first, end in spans]
-        pages = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-        return cls.gather(offset, region, pages)
+        found = [_native.changed_lines(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], LINE)
+                 + first * (PAGE // LINE) for first, end in spans]
+        lines = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        return cls.gather(offset, region, lines, LINE)
 
     def scatter(self, region: np.ndarray) -> None:
-        """Write the pages into ``region`` (a flat, writable uint8 array of the region's bytes)."""
-        full, tail = _split(region)
+        """Write the units into ``region`` (a flat, writable uint8 array of the region's bytes)."""
+        full, tail = _split(region, self.unit)
         inner = self.pages[self.pages < len(full)]
-        full[inner] = self.data[:len(inner) * PAGE].reshape(-1, PAGE)
+        full[inner] = self.data[:len(inner) * self.unit].reshape(-1, self.unit)
         if len(inner) < len(self.pages):
-            tail[...] = self.data[len(inner) * PAGE:]
+            tail[...] = self.data[len(inner) * self.unit:]
 
     def write_into(self, fd: int) -> None:
         """Write the pages into the file behind ``fd``, through a temporary shared mapping of the region."""
@@ -105,10 +112,10 @@ def file_region(fd: int, offset: int, nbytes: int, access: int) -> np.ndarray:
     return np.frombuffer(mapping, np.uint8, nbytes, delta)
 
 
-def _split(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``region`` as whole pages ``(n, PAGE)`` and the short last page (possibly empty)."""
-    whole = len(region) // PAGE * PAGE
-    return region[:whole].reshape(-1, PAGE), region[whole:]
+def _split(region: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``region`` as whole units ``(n, unit)`` and the short last unit (possibly empty)."""
+    whole = len(region) // unit * unit
+    return region[:whole].reshape(-1, unit), region[whole:]
 
 
 def runs(pages: np.ndarray) -> list[tuple[int, int]]:

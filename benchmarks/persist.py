@@ -1,0 +1,295 @@
+"""A simulation step made persistent, side by side with what users pick instead (issue 15).
+
+Four float32 layers of 8192 x 8192 (1 GiB, every value 1.0 at the start), each
+backend holding them on disk (warm page cache), the same changes in each, made
+durable:
+
+  worldstore        world[L].numpy() written in place, then world.commit()
+                    (durable=True: journal and file fsync'd; also durable=False)
+  memmap + msync    a numpy.memmap of a raw file, then .flush() (msync MS_SYNC),
+                    what AgentFarm's memmap managers do
+  h5py + flush      the layers in RAM, the changed cells (or layer) written to a
+                    contiguous HDF5 dataset, then File.flush() and os.fsync
+  numpy (RAM)       plain in-RAM arrays, no persistence: the floor
+
+Two cases per round:
+
+  scattered   10,000 random cells per layer += 1 (agents acting here and there)
+  dense       one whole layer *= 0.99 (a decay), the layer changing each round
+
+Each round runs every backend once, in a rotating order, on the same cells;
+the ratio of worldstore (step + commit) to memmap + msync (step + msync) is
+taken per round, and the report gives medians of those paired ratios and of
+each backend's times. Bytes: what worldstore's commit journaled (it writes the
+same pages into the file again), the changed bytes counted in 64-byte lines
+(the target: journal and file together <= 2x that), and what reached the
+block layer for each backend (/proc/self/io write_bytes, Linux).
+
+    python benchmarks/persist.py            # 1 GiB of layers, 7 rounds (minutes)
+    python benchmarks/persist.py --quick    # 4 x 1024 x 1024 (seconds; for CI)
+    python benchmarks/persist.py --json
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from commit import journaled_bytes  # noqa: E402
+from layers import (benchmark_parser, emit, machine_info, parse_benchmark_args, progress_printer,  # noqa: E402
+                    room_error)
+
+import worldstore  # noqa: E402
+from worldstore import LayerSpec, WorldSpec  # noqa: E402
+
+FULL = {"rounds": 7, "size": 8192}
+QUICK = {"rounds": 3, "size": 1024}
+LAYERS = 4
+CELLS = 10_000
+CASES = ("scattered", "dense")
+LINE = 64
+
+
+def written_bytes() -> int | None:
+    """Bytes this process has caused to be sent to storage (/proc/self/io write_bytes), or None."""
+    try:
+        with open("/proc/self/io") as io:
+            for line in io:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def changed_lines(case: str, cells: list[tuple[np.ndarray, np.ndarray]], size: int) -> int:
+    """The bytes a round changes, counted in whole 64-byte lines."""
+    if case == "dense":
+        return size * size * 4
+    per_line = LINE // 4
+    return sum(len(np.unique((ys.astype(np.int64) * size + xs) // per_line)) * LINE for ys, xs in cells)
+
+
+class Backend:
+    """One way of holding the layers on disk: ``step`` changes them, ``persist`` makes that durable."""
+
+    name = ""
+
+    def arrays(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def step(self, case: str, cells: list[tuple[np.ndarray, np.ndarray]], layer: int) -> None:
+        arrays = self.arrays()
+        if case == "scattered":
+            for array, (ys, xs) in zip(arrays, cells):
+                array[ys, xs] += np.float32(1)
+        else:
+            np.multiply(arrays[layer], np.float32(0.99), out=arrays[layer])
+
+    def persist(self, case: str, cells: list[tuple[np.ndarray, np.ndarray]], layer: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Memory(Backend):
+    name = "numpy (RAM)"
+
+    def __init__(self, directory: str, size: int):
+        self._arrays = [np.ones((size, size), np.float32) for _ in range(LAYERS)]
+
+    def arrays(self) -> list[np.ndarray]:
+        return self._arrays
+
+
+class Memmap(Backend):
+    name = "memmap + msync"
+
+    def __init__(self, directory: str, size: int):
+        self._map = np.memmap(os.path.join(directory, "layers.f32"), np.float32, "w+", shape=(LAYERS, size, size))
+        self._map[...] = 1
+        self._map.flush()
+
+    def arrays(self) -> list[np.ndarray]:
+        return list(self._map)
+
+    def persist(self, case, cells, layer) -> None:
+        self._map.flush()
+
+    def close(self) -> None:
+        del self._map
+
+
+class H5py(Backend):
+    name = "h5py + flush"
+
+    def __init__(self, directory: str, size: int):
+        self._path = os.path.join(directory, "layers.h5")
+        self._file = h5py.File(self._path, "w")
+        self._dset = self._file.create_dataset("layers", (LAYERS, size, size), np.float32, fillvalue=0)
+        self._dset[...] = 1
+        self._file.flush()
+        self._fd = os.open(self._path, os.O_RDONLY)
+        self._ram = [np.ones((size, size), np.float32) for _ in range(LAYERS)]
+
+    def arrays(self) -> list[np.ndarray]:
+        return self._ram
+
+    def persist(self, case, cells, layer) -> None:
+        if case == "dense":
+            self._dset[layer] = self._ram[layer]
+        else:
+            for index, (ram, (ys, xs)) in enumerate(zip(self._ram, cells)):
+                flat = np.unique(ys.astype(np.int64) * ram.shape[1] + xs)
+                points = np.stack([np.full(len(flat), index), flat // ram.shape[1], flat % ram.shape[1]], axis=1)
+                values = np.ascontiguousarray(ram.reshape(-1)[flat])
+                space = self._dset.id.get_space()
+                space.select_elements(points.astype(np.uint64))
+                self._dset.id.write(h5py.h5s.create_simple((len(flat),)), space, values)
+        self._file.flush()
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self._file.close()
+
+
+class Worldstore(Backend):
+    def __init__(self, directory: str, size: int, durable: bool):
+        self.name = "worldstore" + ("" if durable else " (durable=False)")
+        self._durable = durable
+        path = os.path.join(directory, f"world-{int(durable)}.h5")
+        layers = [LayerSpec(f"L{i}", "resource", "float32", fill_value=1.0) for i in range(LAYERS)]
+        self._world = worldstore.create(path, WorldSpec(size, size, 0, layers))
+        self.journaled: list[int] = []
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self._world[f"L{i}"].numpy() for i in range(LAYERS)]
+
+    def persist(self, case, cells, layer) -> None:
+        with journaled_bytes() as journaled:
+            self._world.commit(durable=self._durable)
+        self.journaled.extend(journaled)
+
+    def close(self) -> None:
+        self._world.close()
+
+
+def timed(func: Callable[[], None]) -> tuple[float, int | None]:
+    before = written_bytes()
+    started = time.perf_counter()
+    func()
+    seconds = time.perf_counter() - started
+    after = written_bytes()
+    return seconds, None if before is None or after is None else after - before
+
+
+def run(directory: str, size: int, rounds: int, progress) -> dict[str, Any]:
+    progress(f"creating {LAYERS} x {size} x {size} float32 in each backend ...")
+    backends: list[Backend] = [Worldstore(directory, size, True), Worldstore(directory, size, False),
+                               Memmap(directory, size), H5py(directory, size), Memory(directory, size)]
+    rng = np.random.default_rng(15)
+    figures: dict[str, dict[str, dict[str, list[float]]]] = {
+        case: {b.name: {"step_ms": [], "persist_ms": [], "total_ms": [], "written_mb": []} for b in backends}
+        for case in CASES}
+    changed: dict[str, list[int]] = {case: [] for case in CASES}
+    journal: dict[str, list[float]] = {case: [] for case in CASES}
+    try:
+        for round_ in range(rounds + 1):  # round 0 warms every backend (first copies, page cache) untimed
+            for case in CASES:
+                cells = [(rng.integers(0, size, CELLS), rng.integers(0, size, CELLS)) for _ in range(LAYERS)]
+                layer = round_ % LAYERS
+                order = backends[round_ % len(backends):] + backends[:round_ % len(backends)]
+                for backend in order:
+                    step_s, step_b = timed(lambda: backend.step(case, cells, layer))
+                    persist_s, persist_b = timed(lambda: backend.persist(case, cells, layer))
+                    if round_ == 0:
+                        continue
+                    entry = figures[case][backend.name]
+                    entry["step_ms"].append(1e3 * step_s)
+                    entry["persist_ms"].append(1e3 * persist_s)
+                    entry["total_ms"].append(1e3 * (step_s + persist_s))
+                    if step_b is not None and persist_b is not None:
+                        entry["written_mb"].append((step_b + persist_b) / 1e6)
+                    if isinstance(backend, Worldstore) and backend._durable:
+                        journal[case].append(backend.journaled[-1] / 1e6)
+                if round_:
+                    changed[case].append(changed_lines(case, cells, size))
+            if round_:
+                progress(f"round {round_}/{rounds} done")
+    finally:
+        for backend in backends:
+            backend.close()
+    report: dict[str, Any] = {"cases": {}}
+    for case in CASES:
+        per = figures[case]
+        ours, theirs = per["worldstore"]["total_ms"], per["memmap + msync"]["total_ms"]
+        ours_fast = per["worldstore (durable=False)"]["total_ms"]
+        changed_mb = statistics.median(changed[case]) / 1e6
+        report["cases"][case] = {
+            "backends": {name: {key: (statistics.median(values) if values else None) for key, values in entry.items()}
+                         for name, entry in per.items()},
+            "ratio_vs_memmap_msync": statistics.median(o / t for o, t in zip(ours, theirs)),
+            # checkpoints land in some rounds only: the ratio of the mean times counts them in full
+            "ratio_of_means_vs_memmap_msync": statistics.fmean(ours) / statistics.fmean(theirs),
+            "ratio_nondurable_vs_memmap_msync": statistics.median(o / t for o, t in zip(ours_fast, theirs)),
+            "changed_mb_64b_lines": changed_mb,
+            "journal_mb": statistics.median(journal[case]),
+            # the commit writes the journaled pages into the file once more
+            "written_per_changed": 2 * statistics.median(journal[case]) / changed_mb,
+        }
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print("a persisted step, side by side (benchmarks/persist.py)")
+    machine = report["machine"]
+    print(f"machine   {machine['cpu_model']}, {machine['cores']} cores, {machine['filesystem']}; "
+          f"layers {report['world']}; medians of {report['rounds']} paired rounds")
+    for case, result in report["cases"].items():
+        print(f"\n{case}: {'10,000 random cells per layer += 1' if case == 'scattered' else 'one layer *= 0.99'}")
+        print(f"  {'backend':28} {'step':>10} {'persist':>10} {'total':>10} {'to disk':>10}")
+        for name, entry in result["backends"].items():
+            written = "" if entry["written_mb"] is None else f"{entry['written_mb']:8.1f}MB"
+            print(f"  {name:28} {entry['step_ms']:8.1f}ms {entry['persist_ms']:8.1f}ms {entry['total_ms']:8.1f}ms "
+                  f"{written:>10}")
+        print(f"  worldstore / memmap + msync: {result['ratio_vs_memmap_msync']:.2f}x durable, "
+              f"{result['ratio_nondurable_vs_memmap_msync']:.2f}x with durable=False (median of paired rounds); "
+              f"{result['ratio_of_means_vs_memmap_msync']:.2f}x durable, ratio of the mean times (checkpoints "
+              "counted)")
+        print(f"  changed {result['changed_mb_64b_lines']:.2f} MB in 64-byte lines; a commit journals "
+              f"{result['journal_mb']:.2f} MB and writes as much into the file: {result['written_per_changed']:.1f}x "
+              "the changed bytes (the 'to disk' column: what the block layer received, pages)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__, "4 x 1024 x 1024 layers (seconds; for CI)", "rounds (default 7, --quick 3)")
+    args, config, rounds = parse_benchmark_args(parser, argv, FULL, QUICK)
+    size = config["size"]
+    need = 4 * LAYERS * size * size * 4
+    problem = room_error(args.dir, need, 3 * LAYERS * size * size * 4)
+    if problem:
+        parser.error(problem)
+    progress = progress_printer(args.json)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="worldstore-persist-", dir=args.dir) as directory:
+        machine = machine_info(directory)
+        report = run(directory, size, rounds, progress)
+    report.update({"benchmark": "worldstore persist", "quick": bool(args.quick), "machine": machine,
+                   "rounds": rounds, "world": f"{LAYERS} x {size} x {size} float32 "
+                                             f"({LAYERS * size * size * 4 / 2**30:.2f} GiB)"})
+    return emit(report, args.json, started, print_report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
