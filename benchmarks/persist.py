@@ -15,7 +15,7 @@ durable:
 Two cases per round:
 
   scattered   10,000 random cells per layer += 1 (agents acting here and there)
-  dense       one whole layer *= 0.99 (a decay), the layer changing each round
+  dense       one whole layer *= 0.99 each round (a decaying signal layer)
 
 Each round runs every backend once, in a rotating order, on the same cells;
 the ratio of worldstore (step + commit) to memmap + msync (step + msync) is
@@ -208,7 +208,7 @@ def run(directory: str, size: int, rounds: int, progress) -> dict[str, Any]:
         for round_ in range(rounds + 1):  # round 0 warms every backend (first copies, page cache) untimed
             for case in CASES:
                 cells = [(rng.integers(0, size, CELLS), rng.integers(0, size, CELLS)) for _ in range(LAYERS)]
-                layer = round_ % LAYERS
+                layer = 0
                 order = backends[round_ % len(backends):] + backends[:round_ % len(backends)]
                 for backend in order:
                     step_s, step_b = timed(lambda: backend.step(case, cells, layer))

@@ -109,7 +109,9 @@ def recover(path, as_json):
         click.echo(json.dumps(report))
         return
     done = ["cleared the flags a killed writer left" if report["flags_cleared"] else "no flags to clear"]
-    journal = {"replayed": "finished the commit the kill interrupted (its journal was whole)",
+    commits = report.get("journal_commits", 1)
+    journal = {"replayed": f"wrote the journal's {commits} whole commit record{'s' if commits != 1 else ''} into "
+                           "the file again (finishing one the kill interrupted)",
                "discarded": "discarded a commit the kill cut short (the file keeps the commit before)"}
     if report.get("journal_reason"):
         done.append(f"discarded a journal beside it: {report['journal_reason']}")

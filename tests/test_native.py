@@ -143,3 +143,24 @@ def test_changed_lines_matches_numpy(seed, n, line, changes):
         _native.library = library
     assert compiled.tolist() == twin.tolist()
     assert compiled.tolist() == sorted({i // line for i in np.flatnonzero(a != b).tolist()})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 300), st.sampled_from([1, 64, 4096]), st.integers(0, 300))
+def test_gather_and_scatter_of_units_match_numpy(seed, n, unit, count):
+    """The commit's copies of changed lines (runs merged into one memcpy) against numpy's fancy indexing."""
+    rng = np.random.default_rng(seed)
+    full = rng.integers(0, 256, (n, unit), dtype=np.uint8)
+    units = np.unique(rng.integers(0, n, count))
+    packed = _native.gather_units(full, units)
+    np.testing.assert_array_equal(packed, full[units])
+    target, expected = full.copy(), full.copy()
+    new = rng.integers(0, 256, packed.shape, dtype=np.uint8)
+    _native.scatter_units(target, units, new)
+    expected[units] = new
+    np.testing.assert_array_equal(target, expected)
+    library, _native.library = _native.library, None
+    try:
+        np.testing.assert_array_equal(_native.gather_units(full, units), full[units])
+    finally:
+        _native.library = library

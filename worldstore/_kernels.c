@@ -539,3 +539,23 @@ WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t n
     }
     return count;
 }
+
+/* Copy units (lines or pages of `unit` bytes) between a region and a packed buffer: gather (to_packed != 0)
+ * packed[k] <- region[units[k]], else scatter region[units[k]] <- packed[k]. `units` is sorted; runs of
+ * consecutive units are copied with one memcpy, so a dense change copies at memory speed. */
+WS_EXPORT void ws_copy_units(uint8_t *region, uint8_t *packed, const int64_t *units, int64_t n, int64_t unit,
+                             int to_packed)
+{
+    int64_t k = 0;
+    while (k < n) {
+        int64_t run = 1;
+        while (k + run < n && units[k + run] == units[k] + run)
+            run++;
+        uint8_t *at = region + units[k] * unit, *in = packed + k * unit;
+        if (to_packed)
+            memcpy(in, at, (size_t)(run * unit));
+        else
+            memcpy(at, in, (size_t)(run * unit));
+        k += run;
+    }
+}

@@ -33,6 +33,7 @@ _KERNELS = {
     "ws_decay_f64": (i64, [ptr, i64, ctypes.c_double, ctypes.c_double]),
     "ws_changed_pages": (i64, [ptr, ptr, i64, i64, ptr]),
     "ws_changed_lines": (i64, [ptr, ptr, i64, i64, ptr]),
+    "ws_copy_units": (None, [ptr, ptr, ptr, i64, i64, ctypes.c_int]),
 }
 _COW = {
     "ws_cow_register": (i64, [ptr, i64, ctypes.c_int, i64, ptr]),
@@ -263,6 +264,27 @@ def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> np.ndarray:
         count = library.ws_changed_lines(_ptr(a), _ptr(b), len(a), line, _ptr(out))
         return out[:count]
     return changed_pages(a, b, line)
+
+
+def gather_units(full: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """``full[units]`` for a C-contiguous ``(n, unit)`` uint8 array and sorted unit indices, packed."""
+    out = np.empty((len(units), full.shape[1]), np.uint8)
+    if library is not None and len(units):
+        units = np.ascontiguousarray(units, np.int64)
+        library.ws_copy_units(_ptr(full), _ptr(out), _ptr(units), len(units), full.shape[1], 1)
+    else:
+        np.take(full, units, axis=0, out=out)
+    return out
+
+
+def scatter_units(full: np.ndarray, units: np.ndarray, packed: np.ndarray) -> None:
+    """``full[units] = packed`` for a C-contiguous ``(n, unit)`` uint8 array and sorted unit indices."""
+    if library is not None and len(units):
+        units = np.ascontiguousarray(units, np.int64)
+        packed = np.ascontiguousarray(packed)
+        library.ws_copy_units(_ptr(full), _ptr(packed), _ptr(units), len(units), full.shape[1], 0)
+    else:
+        full[units] = packed
 
 
 # -- mapped files cut short (worldstore/_guard.c) -----------------------------------------------

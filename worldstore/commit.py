@@ -67,6 +67,7 @@ T = TypeVar("T")
 JOURNAL_SUFFIX = "-journal"
 _MAGIC = b"WSJOURN3"  # 3: each page set names its unit (64-byte lines, or pages); 2 was pages only
 _MAGIC_PAGES = b"WSJOURN2"  # replayed as before, so a journal an older writer left is finished
+_EMPTIED = bytes(8)  # a checkpointed journal's first bytes: no record
 _END = b"WSJEND02"
 _DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not against an adversary
 _PIECE = 64 << 20  # bytes per read while checking or replaying a journal
@@ -97,19 +98,19 @@ def is_disk_full(exc: BaseException) -> bool:
     return any(f"errno = {number}," in text for number in _DISK_FULL)
 
 
-def reserve(world: "World", nbytes: int, what: str) -> None:
+def reserve(world: "World", nbytes: int, what: str) -> bool:
     """Reserve disk blocks for ``nbytes`` more past HDF5's end of allocation, or raise :class:`DiskFullError`.
 
     HDF5 records a file's new end before it has written what lies there: a
     write that runs out of space then leaves a file HDF5 calls truncated.
     Reserving first means the space is there, or the operation fails before
     anything is written. (Call after an HDF5 flush: the end is read from the
-    superblock on disk.)
+    superblock on disk.) Returns whether the file grew: what :func:`release` may give back.
     """
     end = recovery.end_of_allocation(world._fd) + nbytes
     size = os.fstat(world._fd).st_size
     if end <= size:
-        return
+        return False
     try:
         _platform.reserve_blocks(world._fd, size, end - size)
     except OSError as exc:
@@ -118,6 +119,7 @@ def reserve(world: "World", nbytes: int, what: str) -> None:
                                 f"{os.strerror(exc.errno)}; nothing was written, the world is as it was",
                                 world._path) from exc
         raise
+    return True
 
 
 def release(world: "World") -> None:
@@ -170,9 +172,33 @@ def _raw(array: np.ndarray) -> memoryview:
 
 
 # -- the writer --------------------------------------------------------------
+class FileState:
+    """What a writer's commits know of the file's HDF5 side, so that a steady commit looks nothing up: the
+    layers group, and each temporal layer's stored kind and COO rows as the last commit left them."""
+
+    def __init__(self, h5file: h5py.File):
+        self.file = h5file
+        self.group = h5file[_schema.LAYERS_GROUP]
+        self.kinds: dict[str, str] = {}
+        self.coo_rows: dict[str, int] = {}
+
+    def rows(self, spec, name: str) -> int:
+        if name not in self.coo_rows:
+            self.coo_rows[name] = self.group[spec.coo_names_of(name)[1]].shape[0]
+        return self.coo_rows[name]
+
+
+def file_state(world: "World") -> FileState:
+    """The world's :class:`FileState`, made again whenever the world has another HDF5 file object."""
+    state = getattr(world, "_file_state", None)
+    if state is None or state.file is not world._file:
+        state = world._file_state = FileState(world._file)
+    return state
+
+
 def collect(world: "World") -> Changes:
     """The changes since the last commit (nothing is written)."""
-    group = world._file[_schema.LAYERS_GROUP]
+    state = file_state(world)
     changes = Changes(world._step, world._sequence + 2, world._world_id, world._session)
     for storage in [*world._retired, *world._storages.values()]:
         found = storage.patches()
@@ -188,7 +214,7 @@ def collect(world: "World") -> Changes:
         if storage.kind == "sparse":
             if storage.changed:  # type: ignore[attr-defined]
                 changes.coo[name] = storage.coo()
-        elif group[spec.coo_names_of(name)[1]].shape[0]:
+        elif state.rows(spec, name):
             changes.coo[name] = (np.empty((0, 2), np.int32), np.empty(0, world._layers[name].dtype))
     return changes
 
@@ -198,22 +224,29 @@ def _write_all(fd: int, buf: memoryview) -> None:
         buf = buf[os.write(fd, buf):]
 
 
-def write_journal(path: str, changes: Changes, durable: bool) -> int:
-    """Append ``changes`` to ``path``'s journal as one checksummed record; return the journal's size after it.
+def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) -> int:
+    """Write ``changes`` as one checksummed record at ``start`` in ``path``'s journal; return where it ends.
 
-    On any error the journal is cut back to where it was (its earlier records stay: they hold commits a
-    power cut could otherwise take), or removed if it held nothing, and the error is re-raised.
+    Records follow one another from the journal's start, their sequences 2 apart; a checkpoint starts the
+    chain again at 0 over the old bytes (whose records the chain no longer reaches). On any error the record
+    is left cut short where it is (the next attempt writes over it; replay stops before it), or the journal
+    removed if it held nothing else, and the error is re-raised.
     """
     journal = journal_path(path)
     created = not os.path.exists(journal)
     fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
-        start = os.lseek(fd, 0, os.SEEK_END)
+        os.lseek(fd, start, os.SEEK_SET)
         try:
             crc = 0
             header = changes.header()
-            for part in (memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
-                         *changes.blocks()):
+            parts = [memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
+                     *changes.blocks()]
+            end = start + sum(len(part) for part in parts) + _DIGEST + len(_END)
+            size = os.fstat(fd).st_size
+            if end > size:  # room ahead, reserved in one call: writing over reserved blocks is many times
+                _platform.reserve_blocks(fd, size, max(end, 2 * size) - size)  # faster than growing the file
+            for part in parts:
                 crc = zlib.crc32(part, crc)
                 _write_all(fd, part)
             _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
@@ -222,14 +255,20 @@ def write_journal(path: str, changes: Changes, durable: bool) -> int:
                 if created:  # the journal's name too, or a power cut could lose the file it is in
                     _platform.sync_directory(os.path.dirname(os.path.abspath(journal)))
         except BaseException:
-            if start:
-                os.ftruncate(fd, start)
-            else:
+            if created:
                 os.unlink(journal)
             raise
         return os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         os.close(fd)
+
+
+def checkpoint_bytes(world: "World") -> int:
+    """How large the journal may grow before a checkpoint: :data:`CHECKPOINT_BYTES`, or the world's dense
+    layers' bytes if more, so that a layer rewritten every step (a decay) reaches the disk once per several
+    commits, not once per commit (its pages are written back once, however often they changed)."""
+    dense = sum(storage.array.nbytes for storage in world._storages.values() if storage.kind != "sparse")
+    return max(CHECKPOINT_BYTES, dense)
 
 
 def commit(world: "World", durable: bool = True) -> int:
@@ -240,9 +279,9 @@ def commit(world: "World", durable: bool = True) -> int:
         return 0
     # Sparse layers' cells may need more room in their COO datasets: reserve it before anything is written.
     coo_bytes = sum(c.nbytes + v.nbytes for c, v in changes.coo.values())
-    reserve(world, coo_bytes * 2 + _SLACK if changes.coo else _SLACK // 16, "the commit")
+    extended = reserve(world, coo_bytes * 2 + _SLACK if changes.coo else _SLACK // 16, "the commit")
     try:
-        journaled = write_journal(world._path, changes, durable)
+        end = write_journal(world._path, changes, durable, world._journal_end)
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise DiskFullError(exc.errno, f"no room for the commit's journal ({changes.nbytes} bytes): "
@@ -252,34 +291,47 @@ def commit(world: "World", durable: bool = True) -> int:
         raise
     world._durable_pending = world._durable_pending or durable
     with _platform.apply_locked(world._fd, world._path, _platform.EXCLUSIVE):  # waits for a starved reader
-        structural = apply(world._file, world._fd, world._spec, changes, False, world._sequence_offset)
-    release(world)
+        structural = apply(world._file, world._fd, world._spec, changes, False, world._sequence_offset,
+                           file_state(world))
+    world._journal_end = end  # only now: a commit that failed to apply is written again, over its record
+    if extended:
+        release(world)
     world._sequence = changes.sequence
     for storage in [*world._retired, *world._storages.values()]:
         storage.drop_private()
     for storage in world._retired:
         storage.close()
     world._retired.clear()
-    if structural or journaled >= CHECKPOINT_BYTES:
+    if structural or end >= checkpoint_bytes(world):
         checkpoint(world)
     return changes.nbytes
 
 
-def checkpoint(world: "World") -> None:
-    """Make the disk hold every commit so far, then remove the journal (SQLite's checkpoint).
+def checkpoint(world: "World", remove: bool = False) -> None:
+    """Make the disk hold every commit so far, then empty the journal (SQLite's checkpoint).
 
     The file is fsync'd if a durable commit is in the journal (commits made with ``durable=False`` promise
-    nothing against a power cut), then the journal is removed. Should a power cut undo the removal, the old
-    journal's records are replayed: each writes the bytes the file already holds. The next durable commit
-    syncs the directory after writing its record, so the new journal's name survives too.
+    nothing against a power cut). The journal is then emptied by overwriting its first record's magic
+    (the next commit's record goes there, and the old records after it are out of the chain), so its pages
+    are reused rather than allocated again; should a power cut undo that write, the old records are
+    replayed, each writing bytes the file already holds. ``remove``: the journal goes (at close).
     """
     if world._durable_pending:
         _platform.durable_sync(world._fd)
         world._durable_pending = False
+    world._journal_end = 0
+    journal = journal_path(world._path)
     try:
-        os.unlink(journal_path(world._path))
+        if remove:
+            os.unlink(journal)
+            return
+        fd = _platform.open_fd(journal, os.O_WRONLY)
     except FileNotFoundError:
-        pass
+        return
+    try:
+        _platform.pwrite(fd, _EMPTIED, 0)
+    finally:
+        os.close(fd)
 
 
 def check_identity(world: "World") -> None:
@@ -320,22 +372,30 @@ def _forget_journal(world: "World") -> None:
             pass
 
 
-def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None) -> bool:
+def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offset: int | None,
+          state: FileState | None = None) -> bool:
     """Write ``changes`` into the file, between an odd and an even sequence number (``durable``: fsync'd
     before the even one). Returns whether HDF5's own structures changed (COO datasets written or a
-    storage kind), which a checkpoint should follow."""
+    storage kind), which a checkpoint should follow. ``state``: the writer's :class:`FileState` (None in a
+    replay: everything is looked up)."""
     if sequence_offset is not None:
         write_sequence(fd, sequence_offset, changes.sequence - 1, changes.step)
     for page_set in changes.pages:
         page_set.write_into(fd)
     for write in changes.unjournaled:
         write()
-    group = h5file[_schema.LAYERS_GROUP]
+    group = state.group if state is not None else h5file[_schema.LAYERS_GROUP]
     structural = bool(changes.unjournaled or changes.coo)
     for name, (coords, values) in changes.coo.items():
         _schema.write_coo(group, spec, name, coords, values)
+        if state is not None:
+            state.coo_rows[name] = len(values)
     for name, kind in changes.kinds.items():
+        if state is not None and state.kinds.get(name) == kind:
+            continue
         structural = _schema.write_storage_kind(group, name, kind) or structural
+        if state is not None:
+            state.kinds[name] = kind
     _schema.write_clock(h5file, changes.step, changes.step)
     h5file.flush()
     if durable:
@@ -435,8 +495,9 @@ def _record_bytes(header: dict[str, Any]) -> int:
 
 
 def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
-    """The whole records of ``path``'s journal in order (their headers, each with ``_data``: where its data
-    starts), and whether bytes follow them that are not a whole record (one its writer did not finish)."""
+    """The chain of whole records at the start of ``path``'s journal (their headers, each with ``_data``:
+    where its data starts; their sequences 2 apart), and whether bytes follow them (a record its writer did
+    not finish, or older records a checkpoint left behind)."""
     journal = journal_path(path)
     try:
         fd = _platform.open_fd(journal, os.O_RDONLY)
@@ -446,8 +507,12 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
     try:
         size = os.fstat(fd).st_size
         position = 0
+        if _platform.pread(fd, 8, 0) == _EMPTIED:  # checkpointed: what follows is out of the chain
+            return [], False
         while position < size:
             start = _platform.pread(fd, 16, position)
+            if start[:8] == _EMPTIED[:len(start[:8])]:  # room reserved ahead (zeros): the chain ends here
+                return records, False
             if len(start) < 16 or start[:8] not in (_MAGIC, _MAGIC_PAGES):
                 break
             header_length = int.from_bytes(start[8:], "little")
@@ -468,6 +533,8 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
                 at += len(piece)
             if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
                 break
+            if records and header.get("sequence") != records[-1].get("sequence", 0) + 2:
+                break  # an older record a checkpoint left behind, not the next commit
             header["_data"] = position + 16 + header_length
             records.append(header)
             position = end + _DIGEST + len(_END)
@@ -513,7 +580,7 @@ def replay(path: str) -> dict[str, Any]:
     records, cut_short = journal_records(path)
     if not records:
         os.unlink(journal)
-        return {"journal": "discarded"}
+        return {"journal": "discarded" if cut_short else None}
     with h5py.File(path, "r", libver=_schema.LIBVER) as h5file:
         world_id = _schema.read_world_id(h5file)
     foreign = [record.get("world") for record in records if record.get("world") != world_id]

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from . import _extras, _platform, _schema
-from .commit import release, reserve
+from . import _extras, _schema
+from .commit import checkpoint, release, reserve
 from .errors import HistoryError, ReadOnlyWorldError, WorldFormatError
 from .layer import coo_of
 from .spec import LayerSpec, WorldSpec
@@ -109,9 +109,9 @@ def snapshot(world: "World", on_progress: Any = None, durable: bool = True) -> d
     world.commit(durable=durable)
     reserve(world, _snapshot_bound(world, group), "the snapshot")
     index = _append_snapshot(world, group, on_progress)
-    if durable:
-        _platform.durable_sync(world._fd)
     release(world)
+    world._durable_pending = world._durable_pending or durable
+    checkpoint(world)  # HDF5's structures changed: the file is fsync'd (if durable) and the journal goes
     return {"index": index, "step": world.current_step, "time": float(group["time"][index])}
 
 

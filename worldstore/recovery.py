@@ -286,11 +286,13 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     """Make a world whose writer was killed open again; say what was done.
 
     Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
-    were there), ``journal`` (None, ``"replayed"``: an interrupted commit was
-    finished, or ``"discarded"``: a commit the kill cut short before its
-    journal was whole, so the file keeps the commit before, or a journal of
-    another world file, said in ``journal_reason``), ``committed_step`` and
-    the ``snapshots`` there are.
+    were there), ``journal`` (None, ``"replayed"``: the journal's whole
+    commit records since the last checkpoint were written into the file again,
+    ``journal_commits`` of them, which finishes a commit the kill interrupted and
+    restores what a power cut took; or ``"discarded"``: the only record was cut
+    short before it was whole, so the file keeps the commit before, or the
+    journal belongs to another world file, said in ``journal_reason``),
+    ``committed_step`` and the ``snapshots`` there are.
     """
     from .commit import replay  # commit and world import this module
     from .world import open as open_world
@@ -313,4 +315,6 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     }
     if "reason" in journal:
         report["journal_reason"] = journal["reason"]
+    if "commits" in journal:
+        report["journal_commits"] = journal["commits"]
     return report

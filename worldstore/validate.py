@@ -54,7 +54,7 @@ import numpy as np
 
 from . import _extras, _platform, _schema, history, recovery
 from ._version import __version__
-from .commit import consistent, journal_path, read_journal, read_sequence
+from .commit import consistent, journal_path, journal_records, read_sequence
 from .errors import SpecError, WorldFormatError, WorldNotFoundError, WorldstoreError
 from .spec import GRID_CLASSES, LayerSpec, WorldSpec, parse_size
 from .world import check_path, create
@@ -1046,7 +1046,10 @@ class _FileCheck:
         check = "writer status"
         self.in_use = recovery.in_use(self.path)  # any process holding HDF5's lock, reader or writer
         journal = journal_path(self.path)
-        self.journal = os.path.exists(journal)
+        try:  # a journal a checkpoint emptied holds nothing to replay
+            self.journal = any(journal_records(self.path))
+        except OSError:
+            self.journal = os.path.exists(journal)
         problems, notes = [], []
         if self.flags & recovery.SWMR_WRITE_FLAG and self.in_use:
             notes.append("a SWMR writer has the file open: it is read as a SWMR reader, and what it commits "
@@ -1063,10 +1066,7 @@ class _FileCheck:
         elif self.in_use:
             notes.append("another process has the file open (reading)")
         if self.journal:
-            whole = _journal_whole(self.path)
-            what = {True: "whole: the next open finishes that commit",
-                    False: "cut short: the next open discards it (the file keeps the commit before)",
-                    None: "unreadable"}[whole]
+            what = _journal_text(self.path)
             self.library_blocked = (f"a commit journal is pending ({journal}): `worldstore recover` would finish "
                                     "or discard it, so the file's bytes are not yet settled")
             message = f"a commit journal is pending beside the file ({journal}, {what})"
@@ -1602,11 +1602,20 @@ class _FileCheck:
         return _row(check, True, detail, self.digest.hexdigest()[:16], digest=self.digest.hexdigest(), **v)
 
 
-def _journal_whole(path: str) -> bool | None:
+def _journal_text(path: str) -> str:
+    """What the journal holds: whole commit records (replayed at the next writer's open), one cut short."""
     try:
-        return read_journal(path) is not None
+        records, cut_short = journal_records(path)
     except Exception:  # noqa: BLE001 - a journal that cannot be read is reported as such
-        return None
+        return "unreadable"
+    parts = []
+    if records:
+        parts.append(f"{len(records)} whole commit record{'s' if len(records) != 1 else ''} since the last "
+                     f"checkpoint (up to step {records[-1].get('step')}): the file holds them unless the machine "
+                     "lost power, and the next writer's open replays them")
+    if cut_short:
+        parts.append("a record cut short: the next open discards it (the file keeps the commit before)")
+    return "; ".join(parts) or "empty"
 
 
 def _value_attribute_problems(layer: LayerSpec, key: str, stored: np.dtype) -> list[str]:

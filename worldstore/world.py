@@ -69,8 +69,10 @@ class World:
         # /commit: where its [sequence, committed step] lies (None in older files) and the sequence now.
         self._sequence_offset: int | None = None
         self._sequence = 0
-        # A durable commit is in the journal whose file pages are not yet fsync'd (see commit.checkpoint).
+        # A durable commit is in the journal whose file pages are not yet fsync'd (see commit.checkpoint),
+        # and where the next record goes in it.
         self._durable_pending = False
+        self._journal_end = 0
         # This open, named in the journal records it writes (a replaced file's journal is removed only by
         # the writer that wrote it).
         self._session = uuid.uuid4().hex
@@ -533,7 +535,7 @@ class World:
         try:
             if self.writable and not self._detached:
                 self.commit()
-                _commit.checkpoint(self)
+                _commit.checkpoint(self, remove=True)
         finally:
             for storage in self._retired:
                 storage.close()

@@ -37,7 +37,7 @@ import os
 import numpy as np
 
 from .. import _native, _platform
-from .pages import PAGE, PageSet, map_region, runs
+from .pages import PAGE, FileView, PageSet, map_region, runs
 
 #: The blocks a writer copies on first write (worldstore/_cow.c): 2 MiB, a huge page.
 _BLOCK = 2 << 20
@@ -124,6 +124,8 @@ class MappedStorage:
         self._cow_id: int | None = None
         self._private: np.ndarray | None = None
         self._written = np.empty(0, np.int64)  # mapping pages found written by the last patches()
+        # The writer's commits compare with and write through this mapping of the layer's bytes in the file.
+        self._file_view = FileView(fd, offset, self._count * self._dtype.itemsize) if writable else None
         if writable and _native.cow_library is not None and _platform.BLOCK_COPIER and len(shape) == 2:
             self._mapping(mmap.ACCESS_WRITE)
             if self._start_blocks():
@@ -182,7 +184,7 @@ class MappedStorage:
         region = self._array.reshape(-1).view(np.uint8)
         if private is None:  # no pagemap: the pages that differ from the file are the ones written
             self._written = np.arange(mapping_pages)
-            return [PageSet.changed(self._fd, self._offset, region)]
+            return [PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)]
         self._written = private
         # The layer's page k (from its first byte) spans mapping pages (begin + k*PAGE) // PAGE to that of
         # its last byte; one of them written makes it written (the same page when the layer is aligned).
@@ -192,7 +194,7 @@ class MappedStorage:
         first = np.arange(-(-nbytes // PAGE), dtype=np.int64) * PAGE + self._begin
         last = np.minimum(first + PAGE, self._end) - 1
         pages = np.flatnonzero(written[first // PAGE] | written[last // PAGE])
-        return [PageSet.changed(self._fd, self._offset, region, runs(pages))]  # their lines that differ
+        return [PageSet.changed(self._fd, self._offset, region, runs(pages), self._file_view.array)]
 
     def _block_patches(self) -> list[PageSet]:
         """Lines of the blocks copied since the last commit that differ from the file."""
@@ -207,7 +209,8 @@ class MappedStorage:
             hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
             if lo < hi:
                 spans.append((lo // PAGE, -(-hi // PAGE)))
-        return [PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans)]
+        return [PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans,
+                                self._file_view.array)]
 
     def cut_short(self) -> bool:
         """Whether the file was cut shorter under this layer's mappings (see ``worldstore/_guard.c``)."""
@@ -238,6 +241,8 @@ class MappedStorage:
             _platform.drop_private_pages(self._map, first * PAGE, min(end * PAGE, len(self._map)) - first * PAGE)
 
     def close(self) -> None:
+        if self._file_view is not None:
+            self._file_view.close()
         mapping = self._map
         self._array = self._private = None  # type: ignore[assignment]
         try:

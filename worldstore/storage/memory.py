@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 
-from .pages import PAGE, PageSet, read_into
+from .pages import PAGE, FileView, PageSet, read_into
 
 
 class MemoryStorage:
@@ -25,6 +25,9 @@ class MemoryStorage:
         self._writable = writable
         # Where the dataset's bytes lie (contiguous datasets): commits patch the pages that changed.
         self._fd, self._offset = fd, offset
+        # The writer's commits compare with and write through this mapping of the layer's bytes in the file.
+        self._file_view = FileView(fd, offset, dset.size * dset.dtype.itemsize) \
+            if writable and fd is not None and offset is not None else None
         self._data = np.empty(dset.shape, dtype=dset.dtype)
         if self._data.size and fd is not None and offset is not None:
             # The file's bytes themselves: HDF5 serves small contiguous datasets from its sieve buffer (64 KiB),
@@ -61,7 +64,7 @@ class MemoryStorage:
         region = self._data.reshape(-1).view(np.uint8)
         if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
             return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
-        return [PageSet.changed(self._fd, self._offset, region)]
+        return [PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)]
 
     def cut_short(self) -> bool:
         return False  # read with pread, which reports a short file itself
@@ -76,3 +79,5 @@ class MemoryStorage:
 
     def close(self) -> None:
         self._dset = None  # type: ignore[assignment]
+        if self._file_view is not None:
+            self._file_view.close()

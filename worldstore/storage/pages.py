@@ -13,6 +13,7 @@ mapping, however scattered they are: no per-unit Python or system call.
 
 from __future__ import annotations
 
+import concurrent.futures
 import mmap
 
 import numpy as np
@@ -25,53 +26,111 @@ PAGE = mmap.PAGESIZE
 LINE = 64
 
 
+#: A commit compares at least this many bytes with the file on several threads (2 MiB blocks each).
+_PARALLEL_BYTES = 4 << 20
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(_native.threads, thread_name_prefix="worldstore-commit")
+    return _POOL
+
+
 class PageSet:
     """Units ``pages`` (sorted) of ``unit`` bytes of the region at ``offset`` (``nbytes`` long), with their
     bytes ``data``."""
 
-    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray, unit: int = PAGE):
+    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray, unit: int = PAGE,
+                 view: np.ndarray | None = None):
         self.offset = offset
         self.nbytes = nbytes
         self.pages = np.ascontiguousarray(pages, dtype=np.int64)
         self.data = data
         self.unit = unit
+        self.view = view  # the region's bytes in the file, writable (a storage's FileView), or None
 
     @classmethod
     def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE) -> "PageSet":
         """The bytes of units ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
         full, tail = _split(region, unit)
         inner = pages[pages < len(full)]
-        parts = [full[inner].reshape(-1)]
+        parts = [_native.gather_units(full, inner).reshape(-1)]
         if len(inner) < len(pages):  # the last, short unit
             parts.append(tail)
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return cls(offset, len(region), pages, data, unit)
 
     @classmethod
-    def changed(cls, fd: int, offset: int, region: np.ndarray,
-                spans: list[tuple[int, int]] | None = None) -> "PageSet":
+    def changed(cls, fd: int, offset: int, region: np.ndarray, spans: list[tuple[int, int]] | None = None,
+                view: np.ndarray | None = None) -> "PageSet":
         """The 64-byte lines of ``region`` (this process's bytes for the file's region at ``offset``) that
-        differ from the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere)."""
-        theirs = file_region(fd, offset, len(region), mmap.ACCESS_READ)
+        differ from the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere).
+        ``view``: the file's region already mapped (:class:`FileView`), which the commit then writes through."""
+        theirs = view if view is not None else file_region(fd, offset, len(region), mmap.ACCESS_READ)
         if spans is None:
             spans = [(0, -(-len(region) // PAGE))]
-        found = [_native.changed_lines(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], LINE)
-                 + first * (PAGE // LINE) for first, end in spans]
-        lines = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-        return cls.gather(offset, region, lines, LINE)
+        def search(span: tuple[int, int]) -> np.ndarray:
+            first, end = span
+            return (_native.changed_lines(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], LINE)
+                    + first * (PAGE // LINE))
+
+        searched = sum(end - first for first, end in spans) * PAGE
+        if len(spans) > 1 and searched >= _PARALLEL_BYTES and _native.threads > 1:  # memory-bound: every core
+            found = list(_pool().map(search, spans))  # the compiled search runs without the GIL
+        else:
+            found = [search(span) for span in spans]
+        lines = np.concatenate(found) if found else np.empty(0, np.int64)
+        if len(lines) > 1 and not (lines[1:] > lines[:-1]).all():  # spans that overlap (sorted already else)
+            lines = np.unique(lines)
+        found_set = cls.gather(offset, region, lines, LINE)
+        found_set.view = view
+        return found_set
 
     def scatter(self, region: np.ndarray) -> None:
         """Write the units into ``region`` (a flat, writable uint8 array of the region's bytes)."""
         full, tail = _split(region, self.unit)
         inner = self.pages[self.pages < len(full)]
-        full[inner] = self.data[:len(inner) * self.unit].reshape(-1, self.unit)
+        _native.scatter_units(full, inner, self.data[:len(inner) * self.unit].reshape(-1, self.unit))
         if len(inner) < len(self.pages):
             tail[...] = self.data[len(inner) * self.unit:]
 
     def write_into(self, fd: int) -> None:
-        """Write the pages into the file behind ``fd``, through a temporary shared mapping of the region."""
+        """Write the units into the file behind ``fd``, through the storage's mapping of the region (or a
+        temporary one: a replay)."""
         if len(self.pages):
-            self.scatter(file_region(fd, self.offset, self.nbytes, mmap.ACCESS_WRITE))
+            view = self.view if self.view is not None else file_region(fd, self.offset, self.nbytes,
+                                                                       mmap.ACCESS_WRITE)
+            self.scatter(view)
+
+
+class FileView:
+    """A writer's lasting shared mapping of one layer's bytes in the file, which its commits compare with and
+    write through: a mapping made for each commit faults on every page it touches again (measured: 2.4 ms of
+    a 12 ms step on a 2048 x 2048 loop), a lasting one only where the kernel cleaned a page it wrote back."""
+
+    def __init__(self, fd: int, offset: int, nbytes: int):
+        self._fd, self._offset, self._nbytes = fd, offset, nbytes
+        self._mapping: mmap.mmap | None = None
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        """The region's bytes, a flat writable uint8 array (mapped on first use)."""
+        if self._array is None:
+            self._mapping, delta = map_region(self._fd, self._offset, self._nbytes, mmap.ACCESS_WRITE)
+            self._array = np.frombuffer(self._mapping, np.uint8, self._nbytes, delta)
+        return self._array
+
+    def close(self) -> None:
+        self._array = None
+        if self._mapping is not None:
+            try:
+                self._mapping.close()
+            except BufferError:  # a PageSet of a commit still holds it: it goes with that
+                pass
+            self._mapping = None
 
 
 def map_region(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
