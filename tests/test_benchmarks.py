@@ -133,3 +133,32 @@ def test_layers_refuses_a_missing_directory(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "not a directory" in proc.stderr
+
+
+def test_persist_reports_both_cases_side_by_side(tmp_path):
+    """benchmarks/persist.py (issue 15): every backend, paired ratios, the bytes a commit journals."""
+    report = run_quick_json("persist.py", tmp_path)
+    assert report["benchmark"] == "worldstore persist" and report["quick"] is True
+    for case in ("scattered", "dense"):
+        result = report["cases"][case]
+        assert set(result["backends"]) == {"worldstore", "worldstore (durable=False)", "memmap + msync",
+                                           "h5py + flush", "numpy (RAM)"}
+        for entry in result["backends"].values():
+            assert finite(entry["step_ms"]) and finite(entry["persist_ms"]) and positive(entry["total_ms"])
+        assert positive(result["ratio_vs_memmap_msync"]) and positive(result["ratio_of_means_vs_memmap_msync"])
+        assert positive(result["changed_mb_64b_lines"]) and positive(result["journal_mb"])
+    # a commit journals the changed lines, no more (the 64-byte granularity of issue 15)
+    scattered = report["cases"]["scattered"]
+    assert scattered["journal_mb"] <= 1.2 * scattered["changed_mb_64b_lines"]
+    assert report["_workdir_left"] == []
+
+
+def test_simloop_runs_every_backend_and_they_agree(tmp_path):
+    """benchmarks/simloop.py (issue 15): the same loop on numpy, memmap and worldstore ends with equal layers."""
+    report = run_quick_json("simloop.py", tmp_path)
+    assert report["benchmark"] == "worldstore simloop" and report["agents"] == 500
+    (result,) = report["sizes"]
+    assert result["final_layers_agree"] is True
+    assert len(result["seconds"]) == 9 and all(positive(v) for v in result["seconds"].values())
+    assert all(positive(v) for v in result["ratios"].values())
+    assert report["_workdir_left"] == []

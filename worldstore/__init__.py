@@ -26,11 +26,11 @@ from ._schema import HISTORY_CODECS
 from .analysis import to_xarray
 from .compaction import compact
 from .demo import run_demo
-from .recovery import recover
 from .render import render, render_gif
 from .summary import inspect
 from .validate import validate
-from .world import World, create, open
+from .world import World, create, open, recover
+from . import history, observe  # noqa: F401  (they register World's operations: see world.OPERATIONS)
 
 __all__ = [
     "__version__", "presets",

@@ -50,7 +50,7 @@ import json
 import os
 import time
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import h5py
 import numpy as np
@@ -59,8 +59,29 @@ from . import _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage.pages import PAGE, PageSet
 
-if TYPE_CHECKING:
-    from .world import World
+
+
+class World(Protocol):
+    """What the commit engine needs of a writer; :class:`worldstore.world.World` is one. The engine sits
+    below the world (storage, then this engine, then the world), so it names no class above it."""
+
+    _path: str
+    _fd: int
+    _file: h5py.File
+    _spec: Any
+    _layers: dict[str, Any]
+    _storages: dict[str, Any]
+    _retired: list[Any]
+    _step: int
+    _committed: int
+    _sequence: int
+    _sequence_offset: int | None
+    _world_id: str | None
+    _session: str
+    _journal_end: int
+    _durable_pending: bool
+
+    def _file_changed(self) -> bool: ...
 
 T = TypeVar("T")
 
@@ -219,9 +240,12 @@ def collect(world: "World") -> Changes:
     return changes
 
 
-def _write_all(fd: int, buf: memoryview) -> None:
+def _write_all(fd: int, buf: memoryview, offset: int) -> int:
+    """Write all of ``buf`` at ``offset`` (positioned: no descriptor offset is used); return where it ends."""
     while len(buf):
-        buf = buf[os.write(fd, buf):]
+        written = _platform.pwrite(fd, buf, offset)
+        buf, offset = buf[written:], offset + written
+    return offset
 
 
 def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) -> int:
@@ -236,7 +260,6 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
     created = not os.path.exists(journal)
     fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
-        os.lseek(fd, start, os.SEEK_SET)
         try:
             crc = 0
             header = changes.header()
@@ -246,10 +269,11 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
             size = os.fstat(fd).st_size
             if end > size:  # room ahead, reserved in one call: writing over reserved blocks is many times
                 _platform.reserve_blocks(fd, size, max(end, 2 * size) - size)  # faster than growing the file
+            position = start
             for part in parts:
                 crc = zlib.crc32(part, crc)
-                _write_all(fd, part)
-            _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END))
+                position = _write_all(fd, part, position)
+            position = _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END), position)
             if durable:
                 _platform.durable_sync(fd)
                 if created:  # the journal's name too, or a power cut could lose the file it is in
@@ -258,7 +282,7 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
             if created:
                 os.unlink(journal)
             raise
-        return os.lseek(fd, 0, os.SEEK_CUR)
+        return position
     finally:
         os.close(fd)
 

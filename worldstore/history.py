@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -30,8 +30,8 @@ from .layer import coo_of
 from .spec import LayerSpec, WorldSpec
 from .storage import SparseStorage
 
-if TYPE_CHECKING:
-    from .world import World
+from .observe import observe
+from .world import OPERATIONS, World
 
 
 def history_group(world: "World") -> h5py.Group:
@@ -400,6 +400,9 @@ class PastWorld:
 
     def observe(self, positions: Any, radius: Any = None, channels: Any = None, **options: Any) -> Any:
         """As :meth:`World.observe`, on the past state (``into=`` is refused: the past is read-only)."""
-        from .observe import observe
 
         return observe(self, positions, radius, channels, **options)
+
+
+# World.snapshot, World.history, World.at and World.restore hand over to these
+OPERATIONS.update(snapshot=snapshot, history=snapshots, at=PastWorld, restore=restore)

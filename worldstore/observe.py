@@ -24,7 +24,7 @@ How a channel is gathered, fastest first:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -35,8 +35,7 @@ from .errors import ObserveError
 from .storage import SparseStorage
 from .temporal import as_array
 
-if TYPE_CHECKING:
-    from .world import World
+from .world import OPERATIONS, World
 
 #: Output dtypes observe() accepts.
 OUTPUT_DTYPES = ("float16", "float32", "float64")
@@ -310,3 +309,6 @@ def _window_of(layer, rows: slice, cols: slice) -> np.ndarray:
     if isinstance(storage, SparseStorage):
         return storage.window(rows, cols) != 0
     return storage.array[rows, cols].astype(bool, copy=False)
+
+
+OPERATIONS.update(observe=observe, remember=remember)  # World.observe and World.remember hand over to these

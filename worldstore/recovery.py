@@ -3,7 +3,7 @@
 A file opened for writing with HDF5's 1.10 format carries "open for write"
 flags in its superblock until it is closed. A writer killed by SIGKILL or a
 scheduler never clears them, and HDF5 then refuses every later open ("file is
-already open for write"). :func:`recover` checks that no process holds the
+already open for write"). :func:`worldstore.recover` checks that no process holds the
 file (HDF5 takes a ``flock`` on it while open), then sets the flags to zero
 and rewrites the superblock's checksum (Bob Jenkins' lookup3, as HDF5
 computes it). ``worldstore.open`` does this by itself when it meets such a
@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 from . import _platform
-from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldReplacedError
+from .errors import WorldFormatError, WorldLockedError, WorldReplacedError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: HDF5's superblock status flag of a file open for SWMR writing (H5F_SUPER_SWMR_WRITE_ACCESS).
@@ -280,41 +280,3 @@ class CleanView(io.RawIOBase):
         if not self.closed:
             os.close(self._fd)
         super().close()
-
-
-def recover(path: str | os.PathLike) -> dict[str, Any]:
-    """Make a world whose writer was killed open again; say what was done.
-
-    Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
-    were there), ``journal`` (None, ``"replayed"``: the journal's whole
-    commit records since the last checkpoint were written into the file again,
-    ``journal_commits`` of them, which finishes a commit the kill interrupted and
-    restores what a power cut took; or ``"discarded"``: the only record was cut
-    short before it was whole, so the file keeps the commit before, or the
-    journal belongs to another world file, said in ``journal_reason``),
-    ``committed_step`` and the ``snapshots`` there are.
-    """
-    from .commit import replay  # commit and world import this module
-    from .world import open as open_world
-
-    path = os.fspath(path)
-    cleared = clear_status_flags(path)
-    journal = replay(path)
-    with open_world(path, "r+") as world:  # a writer's open also ends a snapshot the kill cut short
-        committed = world.committed_step
-        try:
-            snapshots = [record["step"] for record in world.history()]
-        except HistoryError:  # a format 1 file
-            snapshots = []
-    report = {
-        "path": path,
-        "flags_cleared": cleared,
-        "journal": journal["journal"],
-        "committed_step": committed,
-        "snapshots": snapshots,
-    }
-    if "reason" in journal:
-        report["journal_reason"] = journal["reason"]
-    if "commits" in journal:
-        report["journal_commits"] = journal["commits"]
-    return report

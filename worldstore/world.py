@@ -7,7 +7,7 @@ import errno
 import os
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import h5py
@@ -15,14 +15,29 @@ import numpy as np
 
 from . import _native, _platform, _schema, recovery, temporal
 from . import commit as _commit
-from .errors import (DepositError, DetachedWorldError, DiskFullError, ReadOnlyWorldError, SpecError, WorldClosedError,
-                     WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError, WorldPermissionError,
-                     WorldReplacedError, WorldstoreError)
+from .errors import (DepositError, DetachedWorldError, DiskFullError, HistoryError, ReadOnlyWorldError, SpecError,
+                     WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError,
+                     WorldPermissionError, WorldReplacedError, WorldstoreError)
 from .layer import Layer
 from .spec import DENSE_KINDS, STORAGE_KINDS, WorldSpec
 from .storage import LayerStorage, MappedStorage, MemoryStorage, SparseStorage
 
 _MODES = ("r", "r+")
+
+
+#: What World's methods hand over to the operations above it (worldstore.observe, worldstore.history,
+#: worldstore.summary): each of those modules registers its functions here when it is imported, and
+#: worldstore/__init__ imports them all. So this module never imports one above it (dependencies run one
+#: way: storage, the commit engine, the world, then the operations).
+OPERATIONS: dict[str, Callable[..., Any]] = {}
+
+
+def _operation(name: str) -> Callable[..., Any]:
+    try:
+        return OPERATIONS[name]
+    except KeyError:
+        raise RuntimeError(f"worldstore's {name!r} operation is not registered: import worldstore (the package "
+                           "imports the modules that provide it)") from None
 
 
 class World:
@@ -164,9 +179,7 @@ class World:
 
     def describe(self) -> dict[str, Any]:
         """The world as a JSON-able dictionary (the ``worldstore inspect --json`` schema)."""
-        from .summary import describe
-
-        return describe(self)
+        return _operation("describe")(self)
 
     # -- time -------------------------------------------------------------
     def deposit(self, layer: str, ys: Any, xs: Any, values: Any, mode: str = "add") -> None:
@@ -234,9 +247,7 @@ class World:
         [[-1.0, -1.0, -1.0], [-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]
         """
         self._check_open()
-        from .observe import observe
-
-        return observe(self, positions, radius, channels, out=out, dtype=dtype, agent_ids=agent_ids,
+        return _operation("observe")(self, positions, radius, channels, out=out, dtype=dtype, agent_ids=agent_ids,
                        tensor=tensor, device=device, into=into)
 
     def remember(self, agent_ids: Any, positions: Any, radius: Any, channels: Any, *,
@@ -263,9 +274,8 @@ class World:
         ([5.0, 0.0, 5.0], 20.0)
         """
         self._check_open()
-        from .observe import remember
 
-        remember(self, agent_ids, positions, radius, channels, visibility=visibility)
+        _operation("remember")(self, agent_ids, positions, radius, channels, visibility=visibility)
 
     # -- history ------------------------------------------------------------
     def snapshot(self, on_progress: Any = None, *, durable: bool = True) -> dict[str, Any]:
@@ -291,9 +301,7 @@ class World:
         1
         (1.0, [0, 1])
         """
-        from . import history
-
-        return history.snapshot(self, on_progress, durable)
+        return _operation("snapshot")(self, on_progress, durable)
 
     def refresh(self) -> int:
         """In a SWMR reader: catch up with what the writer has committed; return the committed step.
@@ -359,9 +367,7 @@ class World:
     def history(self) -> list[dict[str, Any]]:
         """The snapshots, oldest first: ``index``, ``step``, ``time`` (Unix seconds), ``bytes`` stored."""
         self._check_open()
-        from . import history
-
-        return history.snapshots(self)
+        return _operation("history")(self)
 
     def at(self, step: int) -> Any:
         """The world as it was at the snapshot of ``step`` (the latest, if several), read-only.
@@ -371,9 +377,7 @@ class World:
         :class:`HistoryError` listing the steps there are.
         """
         self._check_open()
-        from .history import PastWorld
-
-        return PastWorld(self, step)
+        return _operation("at")(self, step)
 
     def restore(self, step: int) -> None:
         """Make the state of the snapshot at ``step`` live, and set the step counter back to ``step``.
@@ -381,9 +385,7 @@ class World:
         Later snapshots stay in the history. The restored state is committed.
         """
         self._check_open()
-        from . import history
-
-        history.restore(self, step)
+        _operation("restore")(self, step)
 
     def step(self) -> int:
         """Advance one step: every temporal layer decays, the step counter grows.
@@ -1082,3 +1084,38 @@ def _dense_storage(dset: h5py.Dataset, fd: int, kind: str, writable: bool, where
     if extent is None:
         raise WorldFormatError(f"{where} is stored chunked or compressed{example} and cannot be mapped; {remedy}")
     return MappedStorage(fd, extent[0], dset.shape, dset.dtype, writable)
+
+
+def recover(path: str | os.PathLike) -> dict[str, Any]:
+    """Make a world whose writer was killed open again; say what was done.
+
+    Returns ``path``, ``flags_cleared`` (whether the killed writer's flags
+    were there), ``journal`` (None, ``"replayed"``: the journal's whole
+    commit records since the last checkpoint were written into the file again,
+    ``journal_commits`` of them, which finishes a commit the kill interrupted and
+    restores what a power cut took; or ``"discarded"``: the only record was cut
+    short before it was whole, so the file keeps the commit before, or the
+    journal belongs to another world file, said in ``journal_reason``),
+    ``committed_step`` and the ``snapshots`` there are.
+    """
+    path = os.fspath(path)
+    cleared = recovery.clear_status_flags(path)
+    journal = _commit.replay(path)
+    with open(path, "r+") as world:  # a writer's open also ends a snapshot the kill cut short
+        committed = world.committed_step
+        try:
+            snapshots = [record["step"] for record in world.history()]
+        except HistoryError:  # a format 1 file
+            snapshots = []
+    report = {
+        "path": path,
+        "flags_cleared": cleared,
+        "journal": journal["journal"],
+        "committed_step": committed,
+        "snapshots": snapshots,
+    }
+    if "reason" in journal:
+        report["journal_reason"] = journal["reason"]
+    if "commits" in journal:
+        report["journal_commits"] = journal["commits"]
+    return report
