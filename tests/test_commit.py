@@ -12,6 +12,8 @@ import time
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import worldstore
 from conftest import ROOT, digest, held_open, posix_only, python_env, run_python
@@ -562,3 +564,15 @@ def test_a_power_cut_before_a_checkpoint_loses_no_durable_commit(tmp_path):
         assert world.committed_step == 5
         np.testing.assert_array_equal(world["A"].numpy()[1:6], np.repeat(np.arange(1, 6, dtype=np.float32), 64)
                                       .reshape(5, 64))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 2**40), max_size=200, unique=True))
+def test_a_records_unit_numbers_decode_to_themselves(numbers):
+    """Records store unit numbers as 16-bit steps, 32-bit or 64-bit numbers, whichever fits."""
+    units = np.array(sorted(numbers), dtype=np.int64)
+    code, base, raw = commit.encode_index(units)
+    assert commit.decode_index(code, base, raw.tobytes()).tolist() == units.tolist()
+    assert raw.itemsize == commit._INDEX_BYTES[code]
+    if len(units) > 1 and np.diff(units).max() < 1 << 16:
+        assert code == "d2"

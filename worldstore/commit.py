@@ -174,17 +174,48 @@ class Changes:
             "step": self.step,
             "sequence": self.sequence,
             "kinds": self.kinds,
-            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes, p.unit] for p in self.pages],
+            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes, p.unit, code, base]
+                      for p, (code, base, _) in zip(self.pages, self._indexes())],
             "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
         }).encode()
 
+    def _indexes(self) -> list[tuple[str, int, np.ndarray]]:
+        if getattr(self, "_encoded", None) is None or len(self._encoded) != len(self.pages):
+            self._encoded = [encode_index(page_set.pages) for page_set in self.pages]
+        return self._encoded
+
     def blocks(self):
-        for page_set in self.pages:
-            yield _raw(page_set.pages)
+        for page_set, (_, _, index) in zip(self.pages, self._indexes()):
+            yield _raw(index)
             yield _raw(page_set.data)
         for coords, values in self.coo.values():
             yield _raw(np.ascontiguousarray(coords, dtype=np.int32))
             yield _raw(np.ascontiguousarray(values))
+
+
+#: How a record stores a page set's unit numbers: bytes per number. "d2": 16-bit steps from the previous
+#: number (the first from the entry's base), what scattered and dense changes both fit; "u4", "i8": the numbers.
+_INDEX_BYTES = {"d2": 2, "u4": 4, "i8": 8}
+
+
+def encode_index(units: np.ndarray) -> tuple[str, int, np.ndarray]:
+    """``(code, base, array)``: sorted unit numbers as compactly as :data:`_INDEX_BYTES` allows (an 8-byte
+    number per 64-byte line was an eighth more bytes than the line itself)."""
+    if len(units) and units[0] >= 0:
+        steps = np.diff(units)
+        if not len(steps) or (steps.max() < 1 << 16 and steps.min() > 0):
+            return "d2", int(units[0]), np.concatenate(([0], steps)).astype(np.uint16)
+        if units[-1] < 1 << 32:
+            return "u4", 0, units.astype(np.uint32)
+    return "i8", 0, np.ascontiguousarray(units, np.int64)
+
+
+def decode_index(code: str, base: int, raw: bytes) -> np.ndarray:
+    if code == "d2":
+        return np.cumsum(np.frombuffer(raw, np.uint16), dtype=np.int64) + base
+    if code == "u4":
+        return np.frombuffer(raw, np.uint32).astype(np.int64)
+    return np.frombuffer(raw, np.int64)
 
 
 def _raw(array: np.ndarray) -> memoryview:
@@ -513,7 +544,8 @@ def _read_holding_writer(path: str, fd: int, offset: int, read: Callable[[], T],
 # -- replay ------------------------------------------------------------------
 def _record_bytes(header: dict[str, Any]) -> int:
     """The bytes of a record's data blocks, as its header describes them."""
-    pages = sum(int(entry[2]) * 8 + int(entry[3]) for entry in header["pages"])
+    pages = sum(int(entry[2]) * _INDEX_BYTES[entry[5] if len(entry) > 5 else "i8"] + int(entry[3])
+                for entry in header["pages"])
     coo = sum(int(count) * (8 + np.dtype(dtype).itemsize) for _, count, dtype in header["coo"])
     return pages + coo
 
@@ -577,14 +609,16 @@ def _read_record(jfd: int, header: dict[str, Any], file_size: int, journal: str,
     position = header["_data"]
     changes = Changes(int(header["step"]), int(header["sequence"]))
     changes.kinds = {str(k): str(v) for k, v in header["kinds"].items()}
-    for offset, nbytes, count, length, *unit in header["pages"]:
-        unit = int(unit[0]) if unit else PAGE  # a WSJOURN2 journal: pages of this machine's size
-        if offset < 0 or offset + nbytes > file_size or unit <= 0:
+    for offset, nbytes, count, length, *rest in header["pages"]:
+        unit = int(rest[0]) if rest else PAGE  # a WSJOURN2 journal: pages of this machine's size
+        code, base = (str(rest[1]), int(rest[2])) if len(rest) > 2 else ("i8", 0)
+        if offset < 0 or offset + nbytes > file_size or unit <= 0 or code not in _INDEX_BYTES:
             raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
-        pages = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int64)
-        data = np.frombuffer(_platform.pread(jfd, length, position + count * 8), np.uint8)
+        index_bytes = count * _INDEX_BYTES[code]
+        pages = decode_index(code, base, _platform.pread(jfd, index_bytes, position))
+        data = np.frombuffer(_platform.pread(jfd, length, position + index_bytes), np.uint8)
         changes.pages.append(PageSet(int(offset), int(nbytes), pages, data, unit))
-        position += count * 8 + length
+        position += index_bytes + length
     for name, count, dtype in header["coo"]:
         coords = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int32).reshape(count, 2)
         position += count * 8
