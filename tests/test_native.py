@@ -109,40 +109,32 @@ def test_tags_mark_matches_numpy(seed, n, bits, tag):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 40000), st.sampled_from([1, 7, 4096]), st.integers(0, 30))
-def test_changed_pages_matches_numpy(seed, n, page, changes):
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 256, n, dtype=np.uint8)
-    b = a.copy()
-    if n:
-        b[rng.integers(0, n, changes)] ^= 1
-    compiled = _native.changed_pages(a, b, page)
-    library, _native.library = _native.library, None
-    try:
-        twin = _native.changed_pages(a, b, page)
-    finally:
-        _native.library = library
-    assert compiled.tolist() == twin.tolist()
-    assert set(compiled.tolist()) == {i // page for i in np.flatnonzero(a != b).tolist()}
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 40000), st.sampled_from([1, 64, 4096]), st.integers(0, 30))
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40000), st.sampled_from([1, 8, 64, 4096]), st.integers(0, 30))
 def test_changed_lines_matches_numpy(seed, n, line, changes):
-    """The commit's search for changed 64-byte lines (pages first, then lines) against numpy's compare."""
+    """The commit's search for what changed (whole 4 KiB pages where every line differs, else the lines that
+    differ) against numpy's compare."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, n, dtype=np.uint8)
     b = a.copy()
     if n:
         b[rng.integers(0, n, changes)] ^= 1
-    compiled = _native.changed_lines(a, b, line)
+        if changes % 3 == 0:  # a dense change of one page and a bit
+            start = int(rng.integers(0, n))
+            b[start:start + 4096 + 100] ^= 0xFF
+    pages, lines = _native.changed_lines(a, b, line)
     library, _native.library = _native.library, None
     try:
-        twin = _native.changed_lines(a, b, line)
+        twin_pages, twin_lines = _native.changed_lines(a, b, line)
     finally:
         _native.library = library
-    assert compiled.tolist() == twin.tolist()
-    assert compiled.tolist() == sorted({i // line for i in np.flatnonzero(a != b).tolist()})
+    assert pages.tolist() == twin_pages.tolist() and lines.tolist() == twin_lines.tolist()
+    differing = sorted({i // line for i in np.flatnonzero(a != b).tolist()})
+    per_page = 4096 // line
+    covered = sorted(lines.tolist() + [p * per_page + k for p in pages.tolist() for k in range(per_page)])
+    assert covered == differing
+    for page in pages.tolist():  # a whole page: every one of its lines differs
+        assert all((a[page * 4096 + k * line:page * 4096 + (k + 1) * line]
+                    != b[page * 4096 + k * line:page * 4096 + (k + 1) * line]).any() for k in range(per_page))
 
 
 @settings(max_examples=60, deadline=None)

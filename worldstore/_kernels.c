@@ -507,34 +507,30 @@ WS_EXPORT int ws_gather_f32(int64_t channels, const void *const *sources, const 
     return threads;
 }
 
-/* The pages (of `page` bytes; the last may be short) where a and b differ: their indices into `out`,
- * returns how many. A commit's search for what changed: memcmp runs at memory speed. */
-WS_EXPORT int64_t ws_changed_pages(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t page, int64_t *out)
-{
-    int64_t count = 0;
-    for (int64_t start = 0, index = 0; start < nbytes; start += page, index++) {
-        int64_t length = nbytes - start < page ? nbytes - start : page;
-        if (memcmp(a + start, b + start, (size_t)length) != 0)
-            out[count++] = index;
-    }
-    return count;
-}
-
-/* The `line`-byte lines (the last may be short) where a and b differ: their indices into `out`, returns how
- * many. A commit's search for the bytes it journals: whole 4 KiB pages are compared first (memcmp runs at
- * memory speed), and only the pages that differ line by line. `line` divides 4096. */
-WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t line, int64_t *out)
+/* Where a and b differ, for a commit's journal: the 4 KiB pages in which every `line`-byte line differs go
+ * to `whole` (their count to *nwhole), and the lines that differ in the other pages to `out` (returns how
+ * many; the last line may be short). Whole pages are compared first (memcmp runs at memory speed), and
+ * only the pages that differ line by line. A dense change is then a list of pages, not of 64 lines each.
+ * `line` divides 4096. */
+WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t line, int64_t *out,
+                                   int64_t *whole, int64_t *nwhole)
 {
     const int64_t page = 4096;
     int64_t count = 0;
+    *nwhole = 0;
     for (int64_t start = 0; start < nbytes; start += page) {
         int64_t length = nbytes - start < page ? nbytes - start : page;
         if (memcmp(a + start, b + start, (size_t)length) == 0)
             continue;
+        int64_t first = count;
         for (int64_t at = start; at < start + length; at += line) {
             int64_t piece = start + length - at < line ? start + length - at : line;
             if (memcmp(a + at, b + at, (size_t)piece) != 0)
                 out[count++] = at / line;
+        }
+        if (length == page && count - first == page / line) {
+            whole[(*nwhole)++] = start / page;
+            count = first;
         }
     }
     return count;

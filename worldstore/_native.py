@@ -31,8 +31,7 @@ _KERNELS = {
                                      ctypes.c_int, i64]),
     "ws_decay_f32": (i64, [ptr, i64, ctypes.c_float, ctypes.c_float]),
     "ws_decay_f64": (i64, [ptr, i64, ctypes.c_double, ctypes.c_double]),
-    "ws_changed_pages": (i64, [ptr, ptr, i64, i64, ptr]),
-    "ws_changed_lines": (i64, [ptr, ptr, i64, i64, ptr]),
+    "ws_changed_lines": (i64, [ptr, ptr, i64, i64, ptr, ptr, ptr]),
     "ws_copy_units": (None, [ptr, ptr, ptr, i64, i64, ctypes.c_int]),
 }
 _COW = {
@@ -242,28 +241,32 @@ def gather_f32(sources: list[tuple[int, np.ndarray, float]], positions: np.ndarr
                           CHUNK_ROWS)
 
 
-def changed_pages(a: np.ndarray, b: np.ndarray, page: int) -> np.ndarray:
-    """Indices of the ``page``-byte pages (the last may be short) where flat uint8 arrays ``a`` and ``b`` differ."""
-    if library is not None:
-        out = np.empty(-(-len(a) // page), dtype=np.int64)
-        count = library.ws_changed_pages(_ptr(a), _ptr(b), len(a), page, _ptr(out))
-        return out[:count]
-    whole = len(a) // page * page
-    pages = np.flatnonzero((a[:whole].reshape(-1, page) != b[:whole].reshape(-1, page)).any(axis=1))
-    if whole < len(a) and (a[whole:] != b[whole:]).any():
-        pages = np.append(pages, whole // page)
-    return pages
+#: The pages a commit journals whole when every line of one changed (see :func:`changed_lines`).
+WHOLE_PAGE = 4096
 
 
-def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> np.ndarray:
-    """Indices of the ``line``-byte lines (the last may be short; ``line`` divides 4096) where flat uint8 arrays
-    ``a`` and ``b`` differ. The same answer as :func:`changed_pages` with ``page=line``; the compiled kernel
-    compares 4 KiB pages first and only the pages that differ line by line."""
+def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where flat uint8 arrays ``a`` and ``b`` differ, a commit's search for what changed: ``(pages, lines)``,
+    the 4 KiB pages in which every ``line``-byte line differs, and the lines that differ in the other pages
+    (the last line may be short; ``line`` divides 4096). The compiled kernel compares pages first (memcmp
+    runs at memory speed) and only the pages that differ line by line."""
     if library is not None:
         out = np.empty(-(-len(a) // line), dtype=np.int64)
-        count = library.ws_changed_lines(_ptr(a), _ptr(b), len(a), line, _ptr(out))
-        return out[:count]
-    return changed_pages(a, b, line)
+        whole = np.empty(len(a) // WHOLE_PAGE, dtype=np.int64)
+        found = np.zeros(1, dtype=np.int64)
+        count = library.ws_changed_lines(_ptr(a), _ptr(b), len(a), line, _ptr(out), _ptr(whole), _ptr(found))
+        return whole[:found[0]], out[:count]
+    full = len(a) // line * line
+    lines = np.flatnonzero((a[:full].reshape(-1, line) != b[:full].reshape(-1, line)).any(axis=1))
+    if full < len(a) and (a[full:] != b[full:]).any():
+        lines = np.append(lines, full // line)
+    per_page = WHOLE_PAGE // line
+    page_of = lines // per_page
+    starts = np.flatnonzero(np.concatenate(([True], page_of[1:] != page_of[:-1]))) if len(lines) else lines
+    counts = np.diff(np.concatenate((starts, [len(lines)])))
+    pages = page_of[starts][counts == per_page]
+    pages = pages[(pages + 1) * WHOLE_PAGE <= len(a)]
+    return pages, lines[~np.isin(page_of, pages)]
 
 
 def gather_units(full: np.ndarray, units: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ into the process 2 MiB block by block on first write (``worldstore/_cow.c``),
 agent layers page by page by the kernel (``MAP_PRIVATE``); in-RAM and sparse
 layers are the process's own memory anyway. :func:`commit` then
 
-1. collects the changes: the 64-byte lines of copied blocks (or, for
+1. collects the changes: the 64-byte lines (whole 4 KiB pages where every
+   line of one changed) of copied blocks (or, for
    ``MAP_PRIVATE`` mappings, of the pages ``/proc/self/pagemap`` shows as
    private copies) that differ from the file, the lines of in-RAM layers that
    differ from the file, the cells of sparse layers that changed, the step and

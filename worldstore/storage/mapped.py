@@ -184,7 +184,7 @@ class MappedStorage:
         region = self._array.reshape(-1).view(np.uint8)
         if private is None:  # no pagemap: the pages that differ from the file are the ones written
             self._written = np.arange(mapping_pages)
-            return [PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)]
+            return PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)
         self._written = private
         # The layer's page k (from its first byte) spans mapping pages (begin + k*PAGE) // PAGE to that of
         # its last byte; one of them written makes it written (the same page when the layer is aligned).
@@ -194,7 +194,7 @@ class MappedStorage:
         first = np.arange(-(-nbytes // PAGE), dtype=np.int64) * PAGE + self._begin
         last = np.minimum(first + PAGE, self._end) - 1
         pages = np.flatnonzero(written[first // PAGE] | written[last // PAGE])
-        return [PageSet.changed(self._fd, self._offset, region, runs(pages), self._file_view.array)]
+        return PageSet.changed(self._fd, self._offset, region, runs(pages), self._file_view.array)
 
     def _block_patches(self) -> list[PageSet]:
         """Lines of the blocks copied since the last commit that differ from the file."""
@@ -209,8 +209,8 @@ class MappedStorage:
             hi = min((block + 1) * _BLOCK - skew - self._begin, nbytes)
             if lo < hi:
                 spans.append((lo // PAGE, -(-hi // PAGE)))
-        return [PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans,
-                                self._file_view.array)]
+        return PageSet.changed(self._fd, self._offset, self._array.reshape(-1).view(np.uint8), spans,
+                                self._file_view.array)
 
     def cut_short(self) -> bool:
         """Whether the file was cut shorter under this layer's mappings (see ``worldstore/_guard.c``)."""

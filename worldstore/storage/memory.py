@@ -64,7 +64,7 @@ class MemoryStorage:
         region = self._data.reshape(-1).view(np.uint8)
         if os.fstat(self._fd).st_size < self._offset + len(region):  # shorter than at open: write it all
             return [PageSet.gather(self._offset, region, np.arange(-(-len(region) // PAGE)))]
-        return [PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)]
+        return PageSet.changed(self._fd, self._offset, region, view=self._file_view.array)
 
     def cut_short(self) -> bool:
         return False  # read with pread, which reports a short file itself

@@ -5,7 +5,9 @@ units of ``unit`` bytes: unit ``k`` covers bytes ``k * unit`` up to
 ``(k + 1) * unit`` (the last may be short). A commit's units are 64-byte lines
 (:data:`LINE`, a cache line): the pages a writer wrote are compared with the
 file, and only the lines that differ are journaled and written, so one changed
-float costs 64 bytes, not a 4 KiB page (issue 15). A :class:`PageSet` holds the
+float costs 64 bytes, not a 4 KiB page (issue 15). A 4 KiB page whose every
+line changed is kept whole (:data:`WHOLE`), so a dense change is a list of
+pages rather than of 64 lines each. A :class:`PageSet` holds the
 unit numbers and their bytes, contiguous, so a commit journals them with one
 write and writes them into the file with one numpy copy through a shared
 mapping, however scattered they are: no per-unit Python or system call.
@@ -22,8 +24,10 @@ from .. import _native, _platform
 from ..errors import WorldFormatError
 
 PAGE = mmap.PAGESIZE
-#: What a commit journals and writes: 64-byte lines, the cache line of x86 and Arm (it divides every page size).
+#: What a commit journals and writes: 64-byte lines, the cache line of x86 and Arm (it divides every page size),
+#: and whole 4 KiB pages where every line of one changed (a dense change).
 LINE = 64
+WHOLE = _native.WHOLE_PAGE
 
 
 #: A commit compares at least this many bytes with the file on several threads (2 MiB blocks each).
@@ -64,29 +68,37 @@ class PageSet:
 
     @classmethod
     def changed(cls, fd: int, offset: int, region: np.ndarray, spans: list[tuple[int, int]] | None = None,
-                view: np.ndarray | None = None) -> "PageSet":
-        """The 64-byte lines of ``region`` (this process's bytes for the file's region at ``offset``) that
-        differ from the file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere).
-        ``view``: the file's region already mapped (:class:`FileView`), which the commit then writes through."""
+                view: np.ndarray | None = None) -> list["PageSet"]:
+        """What of ``region`` (this process's bytes for the file's region at ``offset``) differs from the
+        file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere): the 4 KiB
+        pages that changed in every line, and the 64-byte lines that changed in the others, as up to two
+        page sets. ``view``: the file's region already mapped (:class:`FileView`), which the commit then
+        writes through."""
         theirs = view if view is not None else file_region(fd, offset, len(region), mmap.ACCESS_READ)
         if spans is None:
             spans = [(0, -(-len(region) // PAGE))]
-        def search(span: tuple[int, int]) -> np.ndarray:
+
+        def search(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
             first, end = span
-            return (_native.changed_lines(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE], LINE)
-                    + first * (PAGE // LINE))
+            pages, lines = _native.changed_lines(region[first * PAGE:end * PAGE], theirs[first * PAGE:end * PAGE],
+                                                 LINE)
+            return pages + first * (PAGE // WHOLE), lines + first * (PAGE // LINE)
 
         searched = sum(end - first for first, end in spans) * PAGE
         if len(spans) > 1 and searched >= _PARALLEL_BYTES and _native.threads > 1:  # memory-bound: every core
             found = list(_pool().map(search, spans))  # the compiled search runs without the GIL
         else:
             found = [search(span) for span in spans]
-        lines = np.concatenate(found) if found else np.empty(0, np.int64)
-        if len(lines) > 1 and not (lines[1:] > lines[:-1]).all():  # spans that overlap (sorted already else)
-            lines = np.unique(lines)
-        found_set = cls.gather(offset, region, lines, LINE)
-        found_set.view = view
-        return found_set
+        sets = []
+        for unit, column in ((WHOLE, 0), (LINE, 1)):
+            units = np.concatenate([pair[column] for pair in found]) if found else np.empty(0, np.int64)
+            if len(units) > 1 and not (units[1:] > units[:-1]).all():  # spans that overlap (sorted already else)
+                units = np.unique(units)
+            if len(units):
+                page_set = cls.gather(offset, region, units, unit)
+                page_set.view = view
+                sets.append(page_set)
+        return sets
 
     def scatter(self, region: np.ndarray) -> None:
         """Write the units into ``region`` (a flat, writable uint8 array of the region's bytes)."""
