@@ -11,6 +11,9 @@ durable:
   h5py + flush      the layers in RAM, the changed cells (or layer) written to a
                     contiguous HDF5 dataset, then File.flush() and os.fsync
   numpy (RAM)       plain in-RAM arrays, no persistence: the floor
+  zarr 3 + fsync    where zarr is installed (pip install -e '.[bench]'): a
+                    chunked, compressed zarr array, the changed cells or layer
+                    written from RAM, then the chunk files written fsync'd
 
 Two cases per round:
 
@@ -172,6 +175,54 @@ class H5py(Backend):
         self._file.close()
 
 
+class Zarr(Backend):
+    """zarr 3 on a local directory (1024 x 1024 chunks, zarr's default compression), the changed cells or
+    layer written from RAM, then every chunk file written fsync'd. Only where zarr is installed
+    (``pip install -e '.[bench]'``)."""
+
+    name = "zarr 3 + fsync"
+
+    def __init__(self, directory: str, size: int):
+        import zarr
+
+        self._path = os.path.join(directory, "layers.zarr")
+        self._array = zarr.create_array(store=self._path, shape=(LAYERS, size, size), chunks=(1, 1024, 1024),
+                                        dtype="float32", fill_value=1.0)
+        self._array[...] = np.float32(1)
+        self._ram = [np.ones((size, size), np.float32) for _ in range(LAYERS)]
+
+    def arrays(self) -> list[np.ndarray]:
+        return self._ram
+
+    def persist(self, case, cells, layer) -> None:
+        started = time.time()
+        if case == "dense":
+            self._array[layer] = self._ram[layer]
+        else:
+            for index, (ram, (ys, xs)) in enumerate(zip(self._ram, cells)):
+                flat = np.unique(ys.astype(np.int64) * ram.shape[1] + xs)
+                rows, cols = flat // ram.shape[1], flat % ram.shape[1]
+                self._array.vindex[np.full(len(flat), index), rows, cols] = ram.reshape(-1)[flat]
+        for root, _, files in os.walk(self._path):  # durable: what this step wrote
+            for file in files:
+                path = os.path.join(root, file)
+                if os.stat(path).st_mtime >= started - 1:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+
+
+def optional_backends(directory: str, size: int) -> list[Backend]:
+    """zarr, where it is installed (an extra of the benchmarks only: worldstore does not need it)."""
+    try:
+        import zarr  # noqa: F401
+    except ImportError:
+        return []
+    return [Zarr(directory, size)]
+
+
 class Worldstore(Backend):
     def __init__(self, directory: str, size: int, durable: bool):
         self.name = "worldstore" + ("" if durable else " (durable=False)")
@@ -217,7 +268,8 @@ def timed(func: Callable[[], None]) -> tuple[float, int | None]:
 def run(directory: str, size: int, rounds: int, progress) -> dict[str, Any]:
     progress(f"creating {LAYERS} x {size} x {size} float32 in each backend ...")
     backends: list[Backend] = [Worldstore(directory, size, True), Worldstore(directory, size, False),
-                               Memmap(directory, size), H5py(directory, size), Memory(directory, size)]
+                               Memmap(directory, size), H5py(directory, size), Memory(directory, size),
+                               *optional_backends(directory, size)]
     rng = np.random.default_rng(15)
     figures: dict[str, dict[str, dict[str, list[float]]]] = {
         case: {b.name: {"step_ms": [], "persist_ms": [], "total_ms": [], "written_mb": []} for b in backends}
@@ -301,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "4 x 1024 x 1024 layers (seconds; for CI)", "rounds (default 7, --quick 3)")
     args, config, rounds = parse_benchmark_args(parser, argv, FULL, QUICK)
     size = config["size"]
-    need = 4 * LAYERS * size * size * 4
+    need = 5 * LAYERS * size * size * 4
     problem = room_error(args.dir, need, 3 * LAYERS * size * size * 4)
     if problem:
         parser.error(problem)
