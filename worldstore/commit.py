@@ -553,8 +553,9 @@ def _record_bytes(header: dict[str, Any]) -> int:
 
 def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
     """The chain of whole records at the start of ``path``'s journal (their headers, each with ``_data``:
-    where its data starts; their sequences 2 apart), and whether bytes follow them (a record its writer did
-    not finish, or older records a checkpoint left behind)."""
+    where its data starts; their sequences 2 apart), and whether a record begins after them that is not
+    whole (one its writer did not finish). Reserved room (zeros) and older records a checkpoint left behind
+    end the chain without being one."""
     journal = journal_path(path)
     try:
         fd = _platform.open_fd(journal, os.O_RDONLY)
@@ -568,20 +569,20 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
             return [], False
         while position < size:
             start = _platform.pread(fd, 16, position)
-            if start[:8] == _EMPTIED[:len(start[:8])]:  # room reserved ahead (zeros): the chain ends here
-                return records, False
-            if len(start) < 16 or start[:8] not in (_MAGIC, _MAGIC_PAGES):
-                break
+            if len(start) < 8 or start[:8] not in (_MAGIC, _MAGIC_PAGES):
+                # reserved room (zeros) or, after a record, older bytes: no record begins here; anything
+                # else at the start is not a journal this library wrote whole
+                return records, bool(position == 0 and start[:8].strip(b"\0"))
             header_length = int.from_bytes(start[8:], "little")
-            if position + 16 + header_length + _DIGEST + len(_END) > size:
-                break
+            if len(start) < 16 or position + 16 + header_length + _DIGEST + len(_END) > size:
+                return records, True
             try:
                 header = json.loads(_platform.pread(fd, header_length, position + 16))
                 end = position + 16 + header_length + _record_bytes(header)
             except (ValueError, KeyError, TypeError, IndexError):
-                break
+                return records, True
             if end + _DIGEST + len(_END) > size:
-                break
+                return records, True
             crc = 0
             at = position
             while at < end:
@@ -589,13 +590,13 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
                 crc = zlib.crc32(piece, crc)
                 at += len(piece)
             if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:
-                break
+                return records, True  # begun, not finished: a record its writer did not finish (or torn)
             if records and header.get("sequence") != records[-1].get("sequence", 0) + 2:
-                break  # an older record a checkpoint left behind, not the next commit
+                return records, False  # an older record a checkpoint left behind, not the next commit
             header["_data"] = position + 16 + header_length
             records.append(header)
             position = end + _DIGEST + len(_END)
-        return records, position < size
+        return records, False
     finally:
         os.close(fd)
 

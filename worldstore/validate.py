@@ -1060,9 +1060,9 @@ class _FileCheck:
                             "HDF5 lets no reader in until it closes the file; validate it then")
         elif self.flags:  # the other checks read the last commit as readers do, through a view (CleanView)
             problems.append(f"status flags {self.flags:#x}: a writer was killed with the file open; the checks "
-                            "below read its last commit as readers do (the file is not changed), but a writer "
-                            "cannot open it until someone allowed to write it runs `worldstore recover PATH` "
-                            "(it clears the flags and finishes or discards an interrupted commit)")
+                            "below read its last commit as readers do (the file is not changed); the next "
+                            "open for writing (mode 'r+', by a user allowed to write it) or `worldstore recover "
+                            "PATH` clears the flags and replays the journal")
         elif self.in_use:
             notes.append("another process has the file open (reading)")
         if self.journal:
