@@ -64,8 +64,8 @@ LAYERS = 4
 CELLS = 10_000
 CASES = ("scattered", "dense")
 #: Untimed rounds first: the page cache warm, worldstore's copies made, and its journal grown to the size it
-#: keeps (a dense commit's first records go into new pages of the journal, 3-4x slower than the steady
-#: state, where a checkpoint has started the journal again over its own pages).
+#: keeps (a dense commit's first records go into new pages of the journal, slower than the steady state,
+#: where a checkpoint has started the journal again over its own pages).
 WARM_UP = 4
 LINE = 64
 

@@ -163,6 +163,7 @@ class Changes:
         self.coo: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.kinds: dict[str, str] = {}
         self.unjournaled: list[Callable[[], None]] = []  # writes of layers that cannot be patched
+        self._encoded: list[tuple[str, int, np.ndarray]] | None = None  # the page sets' unit numbers, encoded
 
     @property
     def nbytes(self) -> int:
@@ -181,7 +182,7 @@ class Changes:
         }).encode()
 
     def _indexes(self) -> list[tuple[str, int, np.ndarray]]:
-        if getattr(self, "_encoded", None) is None or len(self._encoded) != len(self.pages):
+        if self._encoded is None or len(self._encoded) != len(self.pages):
             self._encoded = [encode_index(page_set.pages) for page_set in self.pages]
         return self._encoded
 
