@@ -81,6 +81,7 @@ class World(Protocol):
     _session: str
     _journal_end: int
     _durable_pending: bool
+    _file_state: "FileState | None"
 
     def _file_changed(self) -> bool: ...
 
@@ -244,7 +245,7 @@ class FileState:
 
 def file_state(world: "World") -> FileState:
     """The world's :class:`FileState`, made again whenever the world has another HDF5 file object."""
-    state = getattr(world, "_file_state", None)
+    state = world._file_state
     if state is None or state.file is not world._file:
         state = world._file_state = FileState(world._file)
     return state

@@ -88,6 +88,8 @@ class World:
         # and where the next record goes in it.
         self._durable_pending = False
         self._journal_end = 0
+        # What the commits know of the file's HDF5 side (commit.FileState), made at the first commit.
+        self._file_state = None
         # This open, named in the journal records it writes (a replaced file's journal is removed only by
         # the writer that wrote it).
         self._session = uuid.uuid4().hex

@@ -56,7 +56,8 @@ class PageSet:
         self.view = view  # the region's bytes in the file, writable (a storage's FileView), or None
 
     @classmethod
-    def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE) -> "PageSet":
+    def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE,
+               view: np.ndarray | None = None) -> "PageSet":
         """The bytes of units ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
         full, tail = _split(region, unit)
         inner = pages[pages < len(full)]
@@ -64,7 +65,7 @@ class PageSet:
         if len(inner) < len(pages):  # the last, short unit
             parts.append(tail)
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return cls(offset, len(region), pages, data, unit)
+        return cls(offset, len(region), pages, data, unit, view)
 
     @classmethod
     def changed(cls, fd: int, offset: int, region: np.ndarray, spans: list[tuple[int, int]] | None = None,
@@ -95,9 +96,7 @@ class PageSet:
             if len(units) > 1 and not (units[1:] > units[:-1]).all():  # spans that overlap (sorted already else)
                 units = np.unique(units)
             if len(units):
-                page_set = cls.gather(offset, region, units, unit)
-                page_set.view = view
-                sets.append(page_set)
+                sets.append(cls.gather(offset, region, units, unit, view))
         return sets
 
     def scatter(self, region: np.ndarray) -> None:
@@ -124,25 +123,18 @@ class FileView:
 
     def __init__(self, fd: int, offset: int, nbytes: int):
         self._fd, self._offset, self._nbytes = fd, offset, nbytes
-        self._mapping: mmap.mmap | None = None
         self._array: np.ndarray | None = None
 
     @property
     def array(self) -> np.ndarray:
-        """The region's bytes, a flat writable uint8 array (mapped on first use)."""
+        """The region's bytes, a flat writable uint8 array (mapped on first use, by :func:`file_region`)."""
         if self._array is None:
-            self._mapping, delta = map_region(self._fd, self._offset, self._nbytes, mmap.ACCESS_WRITE)
-            self._array = np.frombuffer(self._mapping, np.uint8, self._nbytes, delta)
+            self._array = file_region(self._fd, self._offset, self._nbytes, mmap.ACCESS_WRITE)
         return self._array
 
     def close(self) -> None:
+        """Let the mapping go (it is unmapped with the last array over it: a commit's page sets may hold one)."""
         self._array = None
-        if self._mapping is not None:
-            try:
-                self._mapping.close()
-            except BufferError:  # a PageSet of a commit still holds it: it goes with that
-                pass
-            self._mapping = None
 
 
 def map_region(fd: int, offset: int, nbytes: int, access: int) -> tuple[mmap.mmap, int]:
