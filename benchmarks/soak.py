@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def live_matches(world: Any, state: dict[str, Any]) -> bool:
     return all(digest(world, name) == value for name, value in expected.items())
 
 
-def soak(path: str, kills: int, seed: int, progress) -> dict[str, Any]:
+def soak(path: str, kills: int, seed: int, progress, keep: str | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     state: dict[str, Any] = {"committed": 0, "snapshots": {}}
     reported_at: dict[int, int] = {}  # snapshot step -> the kill after which the writer reported it
@@ -174,6 +175,10 @@ def soak(path: str, kills: int, seed: int, progress) -> dict[str, Any]:
         except worldstore.WorldstoreError as exc:
             counts["reopen_failures"] += 1
             progress(f"  kill {done}: {type(exc).__name__}: {exc}")
+            if keep is not None:
+                kept = os.path.join(keep, f"soak-damaged-kill{done}.h5")
+                shutil.copyfile(path, kept)
+                progress(f"  the file that failed to reopen is kept at {kept}")
             break
         if done % 50 == 0:
             progress(f"  {done} kills: {counts}")
@@ -197,6 +202,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "20 kills (seconds; for CI)", "kills (default 500, --quick 20)")
+    parser.add_argument("--seed", type=int, default=6, help="the seed of the kill instants (default 6)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="copy a file that fails to reopen into DIR, to examine it (default: not kept)")
     args, _, kills = parse_benchmark_args(parser, argv, FULL, QUICK)
     progress = progress_printer(args.json)
     started = time.perf_counter()
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(directory, "soak.h5")
         worldstore.create(path, spec()).close()
         machine = machine_info(directory)
-        counts = soak(path, kills, 6, progress)
+        counts = soak(path, kills, args.seed, progress, args.keep)
     report = {"benchmark": "worldstore soak", "quick": bool(args.quick), "machine": machine, "counts": counts}
     return emit(report, args.json, started, print_report)
 

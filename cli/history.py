@@ -113,6 +113,10 @@ def recover(path, as_json):
     journal = {"replayed": f"wrote the journal's {commits} whole commit record{'s' if commits != 1 else ''} into "
                            "the file again (finishing one the kill interrupted)",
                "discarded": "discarded a commit the kill cut short (the file keeps the commit before)"}
+    hdf5 = {"replayed": "wrote HDF5's last writes, which the kill interrupted, into the file again",
+            "discarded": "discarded HDF5 writes the kill cut short before they reached the file"}
+    if report.get("hdf5_journal") in hdf5:
+        done.append(hdf5[report["hdf5_journal"]])
     if report.get("journal_reason"):
         done.append(f"discarded a journal beside it: {report['journal_reason']}")
     elif report["journal"] in journal:

@@ -18,7 +18,8 @@ PACKAGE = os.path.join(ROOT, "worldstore")
 LEVELS = [
     {"errors", "_version", "_extras", "_platform", "_native", "spec", "temporal", "_windows", "_schema", "render",
      "presets"},
-    {"storage", "storage.mapped", "storage.memory", "storage.pages", "storage.sparse", "storage._cells"},
+    {"storage", "storage.mapped", "storage.memory", "storage.pages", "storage.sparse", "storage._cells",
+     "storage.hdf5journal"},
     {"recovery", "commit"},
     {"layer", "world"},
     {"observe", "history", "summary", "compaction", "analysis", "demo", "validate"},

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from . import _platform, _schema
+from . import commit as _commit
 from .commit import consistent
 from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldNotFoundError
 from .history import snapshot_cells, snapshot_count
@@ -176,7 +177,7 @@ def _open(path: str) -> h5py.File:
     """Open a world file read-only, as a reader beside a running SWMR writer where there is one."""
     _schema.load_filters()  # Blosc2 history, in worker processes too
     try:
-        return h5py.File(path, "r")
+        return _commit.shared_file(path) or h5py.File(path, "r")
     except FileNotFoundError as exc:
         raise WorldNotFoundError(errno.ENOENT, "no such world file", path) from exc
     except OSError as exc:

@@ -46,18 +46,20 @@ read; otherwise the writer never waits for readers.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import time
 import zlib
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import h5py
 import numpy as np
 
 from . import _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
+from .storage import hdf5journal
 from .storage.pages import PAGE, PageSet
 
 
@@ -633,6 +635,126 @@ def _read_record(jfd: int, header: dict[str, Any], file_size: int, journal: str,
     return changes
 
 
+def journaled_file(path: str) -> h5py.File:
+    """``path`` opened for writing through an HDF5 journal (:mod:`.storage.hdf5journal`): a kill in the
+    middle of HDF5's flush cannot leave a metadata entry torn. The file object is the h5py.File's
+    ``hdf5_journal``; close it after the h5py.File (:func:`close_file`)."""
+    if recovery.held_by_this_process(path):
+        raise recovery.held_here(path)
+    journal = hdf5journal.JournaledFile(path, _end_of_allocation, _marker(path), recovery.WRITE_FLAG)
+    h5file = None
+    try:
+        if _flags_set(path):  # as HDF5 refuses it (the flags are ours to keep: see JournaledFile)
+            raise OSError(errno.EBUSY, "unable to open file: file is already open for write (may use <h5clear "
+                          "file> to clear file consistency flags)")
+        h5file = h5py.File(journal, "r+", libver=_schema.LIBVER)
+        journal.commit()  # the superblock marked open for writing, as HDF5 marks it
+    except BaseException:
+        journal.discard()
+        if h5file is not None:
+            h5file.close()
+            journal.discard()
+        journal.flags = 0
+        journal.close()
+        raise
+    h5file.hdf5_journal = journal
+    _WRITERS[recovery.file_identity(journal.fileno())] = h5file
+    return h5file
+
+
+def _end_of_allocation(fd: int) -> int:
+    """Where the state the file holds ends; for a superblock without that field where this reads it (versions
+    0 and 1: not a world's), no end: every write HDF5 makes is journaled."""
+    try:
+        return recovery.end_of_allocation(fd)
+    except WorldFormatError:
+        return 1 << 62
+
+
+def _marker(path: str) -> Callable[[bytes, int], tuple[int, bytes] | None]:
+    """How a JournaledFile marks the superblock's flags: None for a superblock without flags (versions 0
+    and 1: not a world's, which HDF5's open of it goes on to say)."""
+    def mark(data: bytes, flags: int) -> tuple[int, bytes] | None:
+        try:
+            return recovery.marked_superblock(data, flags, path)
+        except WorldFormatError:
+            return None
+    return mark
+
+
+def _flags_set(path: str) -> bool:
+    try:
+        return recovery.status_flags(path) != 0
+    except WorldFormatError:  # not HDF5, or damaged: HDF5's open says which
+        return False
+
+
+#: The files this process writes through an HDF5 journal, by ``(st_dev, st_ino)`` (:func:`shared_file`).
+_WRITERS: dict[tuple[int, int], h5py.File] = {}
+
+
+def shared_file(path: str) -> h5py.File | None:
+    """The file at ``path`` opened again from this process's writer of it, if it has one; else None.
+
+    HDF5 serves every open of one file within a process from one open file,
+    so a reader beside a writer in the same process sees the writer's state.
+    A writer that writes through its HDF5 journal is open through another
+    driver, which HDF5 cannot match with a path: readers in its process get
+    a second identifier of the writer's file instead (``H5Freopen``), as
+    HDF5 would have given them. Closing it leaves the writer's open.
+    """
+    try:
+        writer = _WRITERS.get(recovery.file_identity(path))
+    except OSError:
+        return None
+    if writer is None or not writer.id.valid:
+        return None
+    return h5py.File(writer.id.reopen())
+
+
+def start_swmr(h5file: h5py.File) -> None:
+    """Enter SWMR mode (HDF5 flushes, then SWMR readers may open the file); mark the superblock as HDF5 does."""
+    journal = h5file.hdf5_journal
+    journal.flags = recovery.WRITE_FLAG | recovery.SWMR_WRITE_FLAG
+    h5file.swmr_mode = True
+    journal.unlock()
+
+
+def close_file(h5file: h5py.File) -> None:
+    """Close an h5py.File, then its HDF5 journal (which writes what HDF5 wrote as it closed)."""
+    journal = getattr(h5file, "hdf5_journal", None)
+    shared = journal is not None and h5py.h5f.get_obj_count(h5file.id, h5py.h5f.OBJ_FILE) > 1
+    if journal is not None:
+        _WRITERS.pop(recovery.file_identity(journal.fileno()), None)
+    h5file.close()
+    if journal is not None:
+        journal.flags = 0  # closed: the superblock's flags cleared, as HDF5 clears them
+        if shared:  # readers in this process still have HDF5's file open (shared_file): HDF5 writes through
+            journal.commit()  # the journal until the last of them closes it, which lets the journal go
+        else:
+            journal.close()
+
+
+@contextlib.contextmanager
+def closing_journaled(path: str) -> Iterator[h5py.File]:
+    h5file = journaled_file(path)
+    try:
+        yield h5file
+    finally:
+        close_file(h5file)
+
+
+def finish_hdf5_journal(path: str) -> str | None:
+    """Finish what a killed writer's HDF5 left in its journal (:func:`.storage.hdf5journal.finish`):
+    ``"replayed"``, ``"discarded"`` or None (there was none). Refuses a file a live process holds."""
+    if not os.path.exists(hdf5journal.journal_path(path)):
+        return None
+    if recovery.in_use(path):
+        raise WorldLockedError(f"{path} is held open by another process; recovery is for files whose writer is "
+                               "gone")
+    return hdf5journal.finish(path)
+
+
 def replay(path: str) -> dict[str, Any]:
     """Apply the journal's whole records in order, discard a record cut short, fsync, remove the journal; say
     what was done. The file must not be held by a live writer."""
@@ -654,7 +776,7 @@ def replay(path: str) -> dict[str, Any]:
     fd = _platform.open_fd(path, os.O_RDWR)
     try:
         file_size = os.fstat(fd).st_size
-        with h5py.File(path, "r+", libver=_schema.LIBVER) as h5file:
+        with closing_journaled(path) as h5file:
             spec = _schema.read_spec(h5file, path)
             offset = _schema.commit_offset(h5file, file_size, path)
             for record in records:

@@ -23,9 +23,12 @@ from typing import Any
 
 from . import _platform
 from .errors import WorldFormatError, WorldLockedError, WorldReplacedError
+from .storage import hdf5journal
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: HDF5's superblock status flag of a file open for SWMR writing (H5F_SUPER_SWMR_WRITE_ACCESS).
+#: HDF5's superblock status flags of a file open for writing (H5F_SUPER_WRITE_ACCESS), for SWMR writing
+#: (H5F_SUPER_SWMR_WRITE_ACCESS).
+WRITE_FLAG = 0x01
 SWMR_WRITE_FLAG = 0x04
 _MASK = 0xFFFFFFFF
 
@@ -80,6 +83,8 @@ def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
     offset = _signature_offset(data)
     if offset is None:
         raise WorldFormatError(f"{path}: no HDF5 superblock signature found")
+    if len(data) < offset + 12:
+        raise WorldFormatError(f"{path}: the file ends inside its superblock ({len(data)} bytes)")
     version = data[offset + 8]
     if version not in (2, 3):
         raise WorldFormatError(f"{path}: superblock version {version}; only versions 2 and 3 carry status flags")
@@ -87,6 +92,8 @@ def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
     if size_of_offsets not in (2, 4, 8, 16):
         raise WorldFormatError(f"{path}: superblock has an invalid size of offsets ({size_of_offsets})")
     length = 12 + 4 * size_of_offsets
+    if len(data) < offset + length + 4:
+        raise WorldFormatError(f"{path}: the file ends inside its superblock ({len(data)} bytes)")
     stored = int.from_bytes(data[offset + length:offset + length + 4], "little")
     if lookup3(data[offset:offset + length]) != stored:
         raise WorldFormatError(f"{path}: the superblock's checksum is wrong: the file is damaged, not just "
@@ -146,9 +153,7 @@ def hold_writer_lock(fd: int, path: str) -> int:
         lock_fd = _platform.hold_writer(path)
     except _platform.LockBusy as exc:
         if identity in _HELD:
-            raise WorldLockedError(f"{path} is open for writing in this process already (a world not yet "
-                                   "closed); close that world, or use it, before opening the file again "
-                                   "with mode='r+'") from exc
+            raise held_here(path) from exc
         raise WorldLockedError(f"{path} has a writer already (another process opened it with mode='r+'); "
                                "one writer per file") from exc
     if file_identity(path) != identity:
@@ -156,6 +161,19 @@ def hold_writer_lock(fd: int, path: str) -> int:
         raise WorldReplacedError(f"{path} was replaced while it was being opened; open it again")
     _HELD[identity] = lock_fd
     return lock_fd
+
+
+def held_here(path: str) -> WorldLockedError:
+    return WorldLockedError(f"{path} is open for writing in this process already (a world not yet closed); close "
+                            "that world, or use it, before opening the file again with mode='r+'")
+
+
+def held_by_this_process(path: str) -> bool:
+    """Whether a world this process opened for writing holds ``path``."""
+    try:
+        return file_identity(path) in _HELD
+    except OSError:
+        return False
 
 
 def release_writer_lock(lock_fd: int) -> None:
@@ -214,6 +232,18 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
         os.close(fd)
 
 
+def marked_superblock(data: bytes, flags: int, path: str) -> tuple[int, bytes]:
+    """``(offset, bytes)`` of the superblock in ``data`` (the file's first bytes) with status ``flags`` and its
+    checksum anew: what HDF5's POSIX driver writes as a writer opens (``WRITE_FLAG``), enters SWMR mode (and
+    ``SWMR_WRITE_FLAG``) and closes (0). A writer that HDF5 drives through an HDF5 journal writes them itself
+    (:class:`.storage.hdf5journal.JournaledFile`): HDF5 does not mark a file it opens through h5py's
+    ``fileobj`` driver."""
+    offset, length, _, _ = _superblock(data, path)
+    block = bytearray(data[offset:offset + length])
+    block[11] = flags
+    return offset, bytes(block) + lookup3(bytes(block)).to_bytes(4, "little")
+
+
 def cleared_superblock(data: bytes, file_size: int, path: str) -> tuple[int, bytes] | None:
     """``(offset, bytes)`` of the superblock in ``data`` (the file's first bytes) as :func:`clear_status_flags`
     writes it: flags 0, end of allocation at least ``file_size``, checksum anew. None if its flags are 0."""
@@ -234,8 +264,11 @@ class CleanView(io.RawIOBase):
     HDF5 refuses to open a file whose "open for write" flags are set, and
     clearing them means writing the file, which a reader must never do (it
     may not even be allowed to). h5py opens this object instead (its
-    ``fileobj`` driver): every byte is the file's, except the superblock,
-    which reads as :func:`clear_status_flags` would write it.
+    ``fileobj`` driver): every byte is the file's, except those of HDF5's
+    writes the writer was applying when it died (its HDF5 journal's whole
+    record, :mod:`.storage.hdf5journal`), read as they will be once applied,
+    and the superblock, which reads as :func:`clear_status_flags` would
+    write it.
     """
 
     def __init__(self, path: str):
@@ -243,11 +276,25 @@ class CleanView(io.RawIOBase):
         self._fd = _platform.open_fd(path, os.O_RDONLY)
         self._position = 0
         try:
-            self._size = os.fstat(self._fd).st_size
-            self._patch = cleared_superblock(_platform.pread(self._fd, _SUPERBLOCK_SPAN, 0), self._size, path)
+            # HDF5's writes a killed writer was applying (its HDF5 journal's whole record), then the
+            # superblock as it reads with the flags cleared.
+            self._patches, end = hdf5journal.overlay(path)
+            self._size = os.fstat(self._fd).st_size if end is None else end
+            self._size = max([self._size, *(start + len(patch) for start, patch in self._patches)])
+            first = bytearray(_platform.pread(self._fd, _SUPERBLOCK_SPAN, 0))
+            self._patch_into(first, 0)
+            cleared = cleared_superblock(bytes(first), self._size, path)
+            if cleared is not None:
+                self._patches.append(cleared)
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _patch_into(self, view, position: int) -> None:
+        for start, patch in self._patches:
+            lo, hi = max(start, position), min(start + len(patch), position + len(view))
+            if lo < hi:
+                view[lo - position:hi - position] = patch[lo - start:hi - start]
 
     def readable(self) -> bool:
         return True
@@ -265,14 +312,11 @@ class CleanView(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
-        data = _platform.pread(self._fd, len(view), self._position)
-        count = len(data)
-        view[:count] = data
-        if self._patch is not None:
-            start, patch = self._patch
-            lo, hi = max(start, self._position), min(start + len(patch), self._position + count)
-            if lo < hi:
-                view[lo - self._position:hi - self._position] = patch[lo - start:hi - start]
+        count = max(0, min(len(view), self._size - self._position))
+        data = _platform.pread(self._fd, count, self._position)
+        view[:len(data)] = data
+        view[len(data):count] = bytes(count - len(data))  # past the file's end, within a record's writes
+        self._patch_into(view[:count], self._position)
         self._position += count
         return count
 

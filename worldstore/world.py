@@ -20,7 +20,7 @@ from .errors import (DepositError, DetachedWorldError, DiskFullError, HistoryErr
                      WorldPermissionError, WorldReplacedError, WorldstoreError)
 from .layer import Layer
 from .spec import DENSE_KINDS, STORAGE_KINDS, WorldSpec
-from .storage import LayerStorage, MappedStorage, MemoryStorage, SparseStorage
+from .storage import LayerStorage, MappedStorage, MemoryStorage, SparseStorage, hdf5journal
 
 _MODES = ("r", "r+")
 
@@ -546,7 +546,7 @@ class World:
             self._retired.clear()
             for layer in self._layers.values():
                 layer._close()
-            self._file.close()
+            _commit.close_file(self._file)
             self._file = None
             os.close(self._fd)
             if self._lock_fd is not None:
@@ -688,6 +688,10 @@ def _blind(h5file: h5py.File) -> None:
     writer; a writer whose file was replaced)."""
     import tempfile
 
+    journal = getattr(h5file, "hdf5_journal", None)
+    if journal is not None:
+        journal.blind()
+        return
     try:
         handle = h5file.id.get_vfd_handle()
     except Exception:  # noqa: BLE001 - a driver without a descriptor: nothing shared to protect
@@ -872,11 +876,11 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
     try:
         world = _load(h5file, path, mode, storage)
     except BaseException:
-        h5file.close()
+        _commit.close_file(h5file)
         raise
     if swmr and mode == "r+":
         try:
-            h5file.swmr_mode = True
+            _commit.start_swmr(h5file)
         except BaseException:
             world.close()
             raise
@@ -949,18 +953,24 @@ def _check_may_write(path: str) -> None:
 
 
 def _finish_commit(path: str) -> None:
-    """Replay or discard the journal of a commit its writer did not finish (no live process holds the file)."""
-    if not os.path.exists(_commit.journal_path(path)) or not os.access(path, os.W_OK) or recovery.in_use(path):
+    """Finish HDF5's writes and replay or discard the journal of a commit its writer did not finish (no live
+    process holds the file)."""
+    journals = [name for name in (hdf5journal.journal_path(path), _commit.journal_path(path)) if os.path.exists(name)]
+    if not journals or not os.access(path, os.W_OK) or recovery.in_use(path):
         return
-    recovery.clear_status_flags(path)
-    _commit.replay(path)
+    _commit.finish_hdf5_journal(path)
+    if os.path.exists(_commit.journal_path(path)):
+        recovery.clear_status_flags(path)
+        _commit.replay(path)
 
 
 def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
     """h5py.File; a writer recovers by itself a file whose writer was killed (see :mod:`.recovery`), a reader
     reads it as it is (see :func:`_open_for_reading`)."""
     try:
-        return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
+        if mode == "r+":
+            return _commit.journaled_file(path)
+        return _commit.shared_file(path) or h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr)
     except OSError as exc:
         message = str(exc).lower()
         if mode == "r" and "unable to lock file" in message and recovery.writer_alive(path):
@@ -972,7 +982,8 @@ def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
         if recovery.in_use(path):  # a live writer: HDF5's error stands
             raise
         recovery.clear_status_flags(path)  # flags left by a writer that was killed
-        return h5py.File(path, mode, libver=_schema.LIBVER, swmr=swmr and mode == "r")
+        return _commit.journaled_file(path)
+
 
 
 def _open_for_reading(path: str, refused: OSError) -> h5py.File:
@@ -986,7 +997,8 @@ def _open_for_reading(path: str, refused: OSError) -> h5py.File:
     (it may not even be writable by this user).
     """
     flags = recovery.status_flags(path)
-    if flags & recovery.SWMR_WRITE_FLAG:
+    # A dead writer that was applying HDF5's writes (a whole HDF5 journal record) is read through CleanView.
+    if flags & recovery.SWMR_WRITE_FLAG and (not hdf5journal.pending(path) or recovery.writer_alive(path)):
         try:
             return h5py.File(path, "r", libver=_schema.LIBVER, swmr=True)
         except OSError:
@@ -1098,9 +1110,14 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     restores what a power cut took; or ``"discarded"``: the only record was cut
     short before it was whole, so the file keeps the commit before, or the
     journal belongs to another world file, said in ``journal_reason``),
-    ``committed_step`` and the ``snapshots`` there are.
+    ``hdf5_journal`` where the writer left an HDF5 journal (``"replayed"``:
+    HDF5's writes the kill interrupted were written into the file again;
+    ``"discarded"``: the kill cut their record short, before any of them
+    reached the file; see :mod:`.storage.hdf5journal`), ``committed_step``
+    and the ``snapshots`` there are.
     """
     path = os.fspath(path)
+    hdf5_journal = _commit.finish_hdf5_journal(path)
     cleared = recovery.clear_status_flags(path)
     journal = _commit.replay(path)
     with open(path, "r+") as world:  # a writer's open also ends a snapshot the kill cut short
@@ -1116,6 +1133,8 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
         "committed_step": committed,
         "snapshots": snapshots,
     }
+    if hdf5_journal is not None:
+        report["hdf5_journal"] = hdf5_journal
     if "reason" in journal:
         report["journal_reason"] = journal["reason"]
     if "commits" in journal:
