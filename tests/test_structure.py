@@ -22,7 +22,7 @@ LEVELS = [
      "storage.hdf5journal"},
     {"recovery", "commit"},
     {"layer", "world"},
-    {"observe", "history", "summary", "compaction", "analysis", "demo", "validate"},
+    {"observe", "history", "summary", "compaction", "analysis", "demo", "validate", "mesa"},
     {"__init__"},
 ]
 LEVEL = {module: index for index, modules in enumerate(LEVELS) for module in modules}
