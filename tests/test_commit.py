@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+import zlib
 
 import h5py
 import numpy as np
@@ -576,3 +577,28 @@ def test_a_records_unit_numbers_decode_to_themselves(numbers):
     assert raw.itemsize == commit._INDEX_BYTES[code]
     if len(units) > 1 and np.diff(units).max() < 1 << 16:
         assert code == "d2"
+
+
+def test_a_records_crc_in_pieces_is_zlibs_crc_of_the_whole():
+    rng = np.random.default_rng(5)
+    for sizes in ([0], [7], [9 << 20], [3, 9 << 20, 1, 5 << 20, 0, 100], [1 << 20] * 12):
+        parts = [memoryview(rng.integers(0, 256, size, dtype=np.uint8).tobytes()) for size in sizes]
+        assert commit.crc32_of(parts)() == zlib.crc32(b"".join(bytes(part) for part in parts)), sizes
+    a, b = b"journal record", bytes(range(256)) * 300
+    assert commit.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    assert commit.crc32_combine(zlib.crc32(a), zlib.crc32(b""), 0) == zlib.crc32(a)
+
+
+def test_a_dense_change_is_journaled_from_the_layer_itself_and_replays(tmp_path):
+    # One run of whole pages (a whole layer rewritten) is journaled from the layer's bytes, not a copy.
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, WorldSpec(512, 512, 0, [LayerSpec("A", "resource")])) as world:
+        world["A"][...] = np.arange(512 * 512, dtype=np.float32).reshape(512, 512)
+        world.step()
+        changes = commit.collect(world)
+        whole = [page_set for page_set in changes.pages if page_set.unit == 4096]
+        assert len(whole) == 1 and whole[0].data.base is not None  # a view
+        assert np.shares_memory(whole[0].data, world._storages["A"].array)
+        world.commit()
+    with worldstore.open(path) as world:
+        np.testing.assert_array_equal(world["A"].numpy().ravel(), np.arange(512 * 512, dtype=np.float32))

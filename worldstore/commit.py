@@ -57,10 +57,10 @@ from typing import Any, Callable, Iterator, Protocol, TypeVar
 import h5py
 import numpy as np
 
-from . import _platform, _schema, recovery
+from . import _native, _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage import hdf5journal
-from .storage.pages import PAGE, PageSet
+from .storage.pages import PAGE, PageSet, pool
 
 
 
@@ -297,7 +297,6 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
     fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         try:
-            crc = 0
             header = changes.header()
             parts = [memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
                      *changes.blocks()]
@@ -306,9 +305,10 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
             if end > size:  # room ahead, reserved in one call: writing over reserved blocks is many times
                 _platform.reserve_blocks(fd, size, max(end, 2 * size) - size)  # faster than growing the file
             position = start
+            checksum = crc32_of(parts)  # on other threads, while this one writes
             for part in parts:
-                crc = zlib.crc32(part, crc)
                 position = _write_all(fd, part, position)
+            crc = checksum()
             position = _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END), position)
             if durable:
                 _platform.durable_sync(fd)
@@ -321,6 +321,87 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
         return position
     finally:
         os.close(fd)
+
+
+#: A record's CRC-32 is computed in pieces on the commit threads from this many bytes on, the pieces'
+#: CRCs combined (zlib's crc32_combine): a dense commit's checksum then costs no time of the writing thread.
+_PARALLEL_CRC_BYTES = 8 << 20
+
+
+def crc32_of(parts: list[memoryview]) -> Callable[[], int]:
+    """What gives the CRC-32 of ``parts`` one after another. A large record's is computed meanwhile, in
+    pieces on the commit threads (zlib's crc32 lets go of the GIL), and the pieces' CRCs combined."""
+    total = sum(len(part) for part in parts)
+    if total < _PARALLEL_CRC_BYTES or _native.threads < 2:
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        return lambda: crc
+    share = -(-total // (2 * _native.threads))
+    pieces: list[list[memoryview]] = [[]]
+    filled = 0
+    for part in parts:
+        while len(part):
+            take = min(len(part), share - filled)
+            pieces[-1].append(part[:take])
+            part, filled = part[take:], filled + take
+            if filled == share:
+                pieces.append([])
+                filled = 0
+
+    def crc_of(piece: list[memoryview]) -> tuple[int, int]:
+        crc = 0
+        for view in piece:
+            crc = zlib.crc32(view, crc)
+        return crc, sum(len(view) for view in piece)
+
+    futures = [pool().submit(crc_of, piece) for piece in pieces if piece]
+
+    def combined() -> int:
+        crc = 0
+        for future in futures:
+            piece_crc, length = future.result()
+            crc = crc32_combine(crc, piece_crc, length)
+        return crc
+
+    return combined
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of A + B from ``crc1`` of A, ``crc2`` of B and B's length (zlib's crc32_combine)."""
+    if length2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four
+    while True:  # then one zero byte, two, four...: applied where length2 has a bit
+        even = _gf2_square(odd)
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = _gf2_square(even)
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
 
 
 def checkpoint_bytes(world: "World") -> int:

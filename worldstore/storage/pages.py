@@ -35,6 +35,11 @@ _PARALLEL_BYTES = 4 << 20
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 
 
+def pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads commits share (one per core the compiled kernels use)."""
+    return _pool()
+
+
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
@@ -61,6 +66,10 @@ class PageSet:
         """The bytes of units ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
         full, tail = _split(region, unit)
         inner = pages[pages < len(full)]
+        if len(inner) == len(pages) and len(pages) > 1 and pages[-1] - pages[0] == len(pages) - 1:
+            # One run (a dense change): its bytes are the region's own, which nothing writes until the
+            # commit has journaled and applied them; a view spares the copy of a whole layer.
+            return cls(offset, len(region), pages, full[pages[0]:pages[-1] + 1].reshape(-1), unit, view)
         parts = [_native.gather_units(full, inner).reshape(-1)]
         if len(inner) < len(pages):  # the last, short unit
             parts.append(tail)
