@@ -47,6 +47,7 @@ from layers import (benchmark_parser, child_env, emit, machine_info, parse_bench
 
 import worldstore  # noqa: E402
 from worldstore import LayerSpec, WorldSpec, recovery  # noqa: E402
+from worldstore.storage import hdf5journal  # noqa: E402
 
 FULL = {"rounds": 500}
 #: Every snapshot is checked again every this many kills (and after the last); in between, the recent ones.
@@ -145,12 +146,14 @@ def soak(path: str, kills: int, seed: int, progress, keep: str | None = None) ->
     rng = random.Random(seed)
     state: dict[str, Any] = {"committed": 0, "snapshots": {}}
     reported_at: dict[int, int] = {}  # snapshot step -> the kill after which the writer reported it
-    counts = {"kills": 0, "flags_left": 0, "reopen_failures": 0, "committed_lost": 0, "live_differing": 0,
+    counts = {"kills": 0, "flags_left": 0, "hdf5_records_pending": 0, "reopen_failures": 0, "committed_lost": 0,
+              "live_differing": 0,
               "snapshots_missing": 0, "snapshots_differing": 0, "snapshots_checked": 0}
     for done in range(1, kills + 1):
         kill_writer(path, rng, state)
         counts["kills"] += 1
         counts["flags_left"] += recovery.status_flags(path) != 0
+        counts["hdf5_records_pending"] += hdf5journal.pending(path)  # killed while HDF5's writes were applied
         try:
             with worldstore.open(path, "r+") as world:
                 if world.committed_step < state["committed"]:
@@ -192,6 +195,8 @@ def print_report(report: dict[str, Any]) -> None:
     print("worldstore soak: writers killed with SIGKILL at random instants (benchmarks/soak.py)")
     print(f"machine   {report['machine']['cpu_model']}, {report['machine']['cores']} cores")
     print(f"kills {c['kills']}; HDF5 flags left by the killed writer {c['flags_left']} times (cleared on open)")
+    print(f"killed while HDF5's writes were being applied (a whole HDF5 journal record left, applied again on "
+          f"open) {c.get('hdf5_records_pending', 0)} times")
     print(f"reopen failures {c['reopen_failures']}; committed steps lost {c['committed_lost']}; "
           f"last committed step {c['last_committed_step']}")
     print(f"live layers differing from the committed step's checksums: {c['live_differing']} of {c['kills']}")
