@@ -15,7 +15,7 @@ from .options import (agents_option, format_bytes, json_option, no_overwrite, ov
 
 @click.command(short_help="Create a world file from a preset.")
 @path_argument
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="agentfarm", show_default=True,
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="classic", show_default=True,
               help="Which layers the world has.")
 @size_option()
 @agents_option()

@@ -29,7 +29,7 @@ from .options import (agents_option, interrupted_means, json_option, no_overwrit
 @overwrite_option
 @json_option
 def demo(path, size, agents, steps, seed, snapshot_every, swmr, overwrite, as_json):
-    """Create the agentfarm world PATH and run random walkers that write every layer.
+    """Create the classic-preset world PATH and run random walkers that write every layer.
 
     Ctrl-C stops the run after the step under way: that whole step is committed, the file is closed
     cleanly, one line says which step the file holds, and the exit code is 130.

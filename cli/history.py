@@ -9,7 +9,8 @@ import click
 
 import worldstore
 
-from .options import format_bytes, interrupted_means, json_option, path_argument, progress, sigint
+from .options import (check_world_file, format_bytes, interrupted_means, json_option, one_writer, path_argument,
+                      progress, sigint)
 
 
 @click.command(short_help="Append the world's committed state to its history.")
@@ -21,7 +22,9 @@ def snapshot(path, as_json):
     Ctrl-C abandons the snapshot between two layers: the file keeps its commit and its history as
     they were (the next snapshot overwrites what was copied), and the exit code is 130.
     """
-    with worldstore.open(path, "r+") as world:
+    with one_writer(path, f"worldstore snapshot {path}"):
+        world = worldstore.open(path, "r+")
+    with world:
         def abandoned(exc) -> str:
             return (f"the snapshot was abandoned after {exc.done} of {len(world.layers)} layers; {path} holds "
                     f"its last commit (step {world.committed_step}) and the snapshots it had")
@@ -54,15 +57,20 @@ def history(path, as_json):
 @click.command(short_help="Make a past snapshot the live state.")
 @path_argument
 @click.argument("step", type=int)
-def restore(path, step):
+@json_option
+def restore(path, step, as_json):
     """Make the state of the world file PATH at snapshot STEP live again (later snapshots stay).
 
     Ctrl-C does not cut a restore short (half the layers restored is no state the world ever had):
     the restore finishes and is committed, then the command exits with 130.
     """
-    with worldstore.open(path, "r+") as world:
+    with one_writer(path, f"worldstore restore {path} {step}"):
+        world = worldstore.open(path, "r+")
+    with world:
         world.restore(step)
-    click.echo(f"{path}: restored step {step}")
+        report = {"path": path, "restored_step": step, "committed_step": world.committed_step,
+                  "snapshots": [record["step"] for record in world.history()]}
+    click.echo(json.dumps(report) if as_json else f"{path}: restored step {step}")
 
 
 @click.command(name="compact", short_help="Rewrite a world file compactly, thinning its history.")
@@ -104,7 +112,9 @@ def recover(path, as_json):
     Refuses while a process holds the file. A writer's worldstore.open(path, "r+") does the same by
     itself; readers and read-only commands never do (they read the last commit, or say to run this).
     """
-    report = worldstore.recover(path)
+    check_world_file(path)
+    with one_writer(path, f"worldstore recover {path}"):
+        report = worldstore.recover(path)
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -17,6 +17,7 @@ from .inspect import inspect
 from .render import render
 from .options import WorldstoreGroup
 from .validate import validate
+from .view import view
 
 
 @click.group(cls=WorldstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +36,7 @@ main.add_command(compact_command)
 main.add_command(render)
 main.add_command(recover)
 main.add_command(validate)
+main.add_command(view)
 
 
 if __name__ == "__main__":

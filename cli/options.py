@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import click
 
 import worldstore
+from worldstore.render import COLORMAPS
 
 
 class CommandError(click.ClickException):
@@ -227,8 +228,12 @@ def agents_option(default: int | None = None):
 
 storage_option = click.option(
     "--storage", "storage", multiple=True, metavar="KEY=KIND", callback=parse_storage,
-    help="Storage kind (mapped or memory) for a grid class (resource, environment, temporal, agent, "
-         "observation) or a layer name. Repeatable.")
+    help="Storage kind (mapped, memory, or sparse for temporal layers) for a grid class (resource, "
+         "environment, temporal, agent, observation) or a layer name. Repeatable.")
+
+colormap_option = click.option(
+    "--colormap", type=click.Choice(sorted(COLORMAPS)), default="viridis", show_default=True,
+    help="Colors of the values, from the smallest to the largest (bool layers: its two ends).")
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing file at PATH.")
 
@@ -246,6 +251,26 @@ def no_overwrite(path: str) -> Iterator[None]:
         yield
     except worldstore.WorldExistsError as exc:
         raise CommandError(f"{path} exists; pass --overwrite to replace it") from exc
+
+
+@contextmanager
+def one_writer(path: str, again: str) -> Iterator[None]:
+    """A world another process holds for writing, said briefly and with what to do (the library's message
+    speaks to Python callers: ``mode='r'``)."""
+    try:
+        yield
+    except worldstore.WorldLockedError as exc:
+        raise CommandError(f"{path} is open for writing in another process (one writer per file); stop that "
+                           f"one first, then run: {again}") from exc
+
+
+def check_world_file(path: str) -> None:
+    """Say that ``path`` is missing or not HDF5 in the words every command uses (``inspect``, ``open``)."""
+    import h5py
+
+    worldstore.world.check_path(path)
+    if not h5py.is_hdf5(path):
+        raise worldstore.WorldFormatError(f"{path} is not an HDF5 file, so not a world file")
 
 
 def format_bytes(count: int) -> str:

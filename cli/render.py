@@ -7,19 +7,17 @@ import json
 import click
 
 import worldstore
-from worldstore.render import COLORMAPS
-
-from .options import interrupted_means, json_option, path_argument, progress
+from .options import CommandError, colormap_option, interrupted_means, json_option, path_argument, progress
 
 
 @click.command(short_help="Draw a layer as a PNG (or a GIF across the history).")
 @path_argument
 @click.argument("layer")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="Where to write the PNG (or GIF with --gif).")
+              help="Where to write the picture; its extension picks the format (.png, .jpg, .webp...; .gif with --gif).")
 @click.option("--step", type=int, help="Draw the snapshot of this step (default: the live state).")
 @click.option("--agent", type=click.IntRange(min=0), help="The agent to draw, for agent and observation layers.")
-@click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="viridis", show_default=True)
+@colormap_option
 @click.option("--gif", is_flag=True, help="Animate the layer across every snapshot instead.")
 @click.option("--max-size", type=click.IntRange(min=16), default=2048, show_default=True,
               help="Thin larger layers (every k-th cell) to at most this many pixels a side.")
@@ -35,6 +33,8 @@ def render(path, layer, out, step, agent, colormap, gif, max_size, as_json):
             if step is not None:
                 raise click.UsageError("--gif draws every snapshot; leave out --step")
             steps = len(world.history())
+            if not steps:
+                raise CommandError(f"{path} has no snapshots to animate; take one with: worldstore snapshot {path}")
             with interrupted_means(lambda exc: f"no GIF was written ({path} was only read)"), \
                     progress("drawing frames", max(1, steps)) as on_frame:
                 report = worldstore.render_gif(world, layer, out, agent=agent, colormap=colormap,

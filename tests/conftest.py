@@ -80,10 +80,10 @@ def world_path(tmp_path, spec) -> str:
 
 @pytest.fixture
 def agentfarm_path(tmp_path) -> str:
-    """A closed agentfarm-preset world with some data in it."""
+    """A closed classic-preset world with some data in it."""
     path = str(tmp_path / "farm.h5")
     rng = np.random.default_rng(0)
-    with worldstore.create(path, worldstore.presets.agentfarm(32, 40, 4)) as world:
+    with worldstore.create(path, worldstore.presets.classic(32, 40, 4)) as world:
         world["RESOURCES"][...] = rng.random((32, 40), dtype=np.float32)
         world["OBSTACLES"][...] = rng.random((32, 40)) < 0.1
         world["AGENT_MEMORY"][...] = rng.random((4, 32, 40)).astype(np.float16)

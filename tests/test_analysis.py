@@ -156,7 +156,7 @@ def test_bool_layers_attributes_save_with_to_netcdf_in_new_and_older_files(tmp_p
     when an older file holds them as HDF5 enum attributes; an agentfarm world with history saves."""
     pytest.importorskip("h5netcdf")
     new, old = str(tmp_path / "new.h5"), str(tmp_path / "old.h5")
-    build(new, seed=5, snapshots=2, spec=worldstore.presets.agentfarm(20, 16, 2, obs_radius=1))
+    build(new, seed=5, snapshots=2, spec=worldstore.presets.classic(20, 16, 2, obs_radius=1))
     shutil.copyfile(new, old)
     as_older_bool_attributes(old)
     expected = {"OBSTACLES": (0, 1), "VISIBILITY": (1, 0)}

@@ -71,7 +71,7 @@ def test_create_then_inspect_json(tmp_path):
     assert info["step"] == info["committed_step"] == 0
     assert info == worldstore.inspect(path)
     layers = layers_by_name(info)
-    assert list(layers) == list(worldstore.presets.agentfarm(24, 40, 3).layer_names)
+    assert list(layers) == list(worldstore.presets.classic(24, 40, 3).layer_names)
     for layer in info["layers"]:
         assert LAYER_KEYS <= set(layer), layer
     assert layers["RESOURCES"]["shape"] == [24, 40]
@@ -114,7 +114,7 @@ def test_inspect_table(tmp_path):
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
     assert rows["AGENT_MEMORY"][1:5] == ["agent", "float16", "2x16x12", "memory"]
     assert rows["OBSTACLES"][-2:] == ["False", "True"]
-    for name in worldstore.presets.agentfarm(16, 12, 2).layer_names:
+    for name in worldstore.presets.classic(16, 12, 2).layer_names:
         assert name in rows
 
 
@@ -198,7 +198,7 @@ def test_demo_json_world_has_every_class_written(tmp_path):
     assert summary["step"] == 5 and summary["agents"] == 20 and len(summary["positions"]) == 20
     info = worldstore.inspect(path)
     assert info["step"] == info["committed_step"] == 5
-    spec = worldstore.presets.agentfarm(12, 12, 20)
+    spec = worldstore.presets.classic(12, 12, 20)
     with worldstore.open(path) as world:
         changed = {name for name, layer in world.layers.items()
                    if not np.all(layer.numpy() == layer.fill_value)}
@@ -528,3 +528,64 @@ def test_demo_no_swmr_and_the_help_says_why_swmr_is_the_default(tmp_path):
         summary = json.loads(result.stdout)
         assert summary["swmr"] is swmr and summary["step"] == summary["committed_step"] == 12
         assert worldstore.validate(path)["passed"]
+
+
+# -- as found in issue 17 ("CLI and pictures"): each of these failed before its fix --------------------
+
+def test_gif_of_a_world_without_snapshots_names_the_snapshot_command(tmp_path):
+    path = tmp_path / "w.h5"
+    assert cli("create", path, "--size", "8x8", "--agents", "2").exit_code == 0
+    result = cli("render", path, "RESOURCES", "--gif", "-o", tmp_path / "r.gif")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, f"take one with: worldstore snapshot {path}")
+    assert "snapshot()" not in result.stderr and not (tmp_path / "r.gif").exists()
+
+
+def test_render_writes_the_format_its_extension_names(tmp_path):
+    path = tmp_path / "w.h5"
+    assert cli("create", path, "--size", "8x8", "--agents", "2").exit_code == 0
+    assert cli("render", path, "RESOURCES", "-o", tmp_path / "r.jpg").exit_code == 0
+    assert (tmp_path / "r.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_recover_words_its_errors_as_the_other_commands(tmp_path):
+    foreign = tmp_path / "notes.h5"
+    foreign.write_text("not a world\n")
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
+    for target in (tmp_path / "missing.h5", foreign):
+        recovered, inspected = cli("recover", target), cli("inspect", target)
+        assert recovered.exit_code == inspected.exit_code == 1
+        assert recovered.stderr == inspected.stderr, (recovered.stderr, inspected.stderr)
+    result = cli("recover", broken)
+    assert_one_line_error(result.stderr, f"{broken} cannot be opened as HDF5:")
+
+
+def test_restore_json(agentfarm_path):
+    assert cli("snapshot", agentfarm_path).exit_code == 0
+    result = cli("restore", agentfarm_path, "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"path": str(agentfarm_path), "restored_step": 0, "committed_step": 0,
+                                         "snapshots": [0]}
+
+
+def test_every_option_has_help_and_storage_names_sparse():
+    for command in ("render", "view"):
+        text = cli(command, "--help").stdout
+        assert re.search(r"--colormap \[[a-z|]+\]\s+\S", text), text  # help text after the choices
+    assert "sparse" in cli("create", "--help").stdout
+
+
+def test_a_held_world_is_a_short_error_that_says_what_to_do(agentfarm_path):
+    from conftest import held_open
+
+    with held_open(agentfarm_path):
+        for args, again in ((("snapshot",), f"worldstore snapshot {agentfarm_path}"),
+                            (("restore", "0"), None), (("recover",), f"worldstore recover {agentfarm_path}")):
+            proc = run_cli(args[0], agentfarm_path, *args[1:])
+            assert proc.returncode == 1
+            assert_one_line_error(proc.stderr, "open for writing in another process", "stop that one first")
+            assert len(proc.stderr) < 200 + len(str(agentfarm_path)) * 2
+            assert "mode='r'" not in proc.stderr
+            if again:
+                assert proc.stderr.strip().endswith(again)

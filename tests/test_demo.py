@@ -74,7 +74,7 @@ def test_every_class_of_layer_is_written(crowded):
 def test_memory_holds_the_visible_resources_of_the_last_window(crowded):
     path, summary = crowded
     layers = layers_of(path)
-    radius = worldstore.presets.agentfarm(12, 12, 20).layer("OBSERVATION").radius
+    radius = worldstore.presets.classic(12, 12, 20).layer("OBSERVATION").radius
     resources, visible, memory = layers["RESOURCES"], layers["VISIBILITY"], layers["AGENT_MEMORY"]
     for agent, (y, x) in enumerate(summary["positions"]):
         rows = slice(max(y - radius, 0), y + radius + 1)

@@ -92,7 +92,7 @@ def layer(**overrides):
     (lambda: layer(dtype="int32", fill_value=1.5), "1.5"),
     (lambda: layer(fill_value=float("nan")), "nan"),
     (lambda: layer(dtype="bool", pad_value=2), "pad_value"),
-    (lambda: layer(grid_class="temporal", decay=0.0), "decay"),
+    (lambda: layer(grid_class="temporal", decay=-0.1), "decay"),
     (lambda: layer(grid_class="temporal", decay=1.5), "1.5"),
     (lambda: layer(grid_class="temporal", threshold=-0.1), "-0.1"),
     (lambda: layer(grid_class="temporal", dtype="int32"), "float"),

@@ -163,7 +163,7 @@ def test_a_format_1_file_without_history_says_so(tmp_path):
 def test_history_is_readable_by_h5py_and_xarray(tmp_path):
     xarray = pytest.importorskip("xarray")
     path = tmp_path / "x.h5"
-    with worldstore.create(path, worldstore.presets.agentfarm(16, 12, 2)) as world:
+    with worldstore.create(path, worldstore.presets.classic(16, 12, 2)) as world:
         for value in (1.0, 2.0):
             world["RESOURCES"][:] = value
             world.snapshot()
@@ -236,7 +236,7 @@ def test_a_durable_snapshot_is_fsynced_after_it_is_appended(tmp_path, monkeypatc
     monkeypatch.setattr(_platform, "durable_sync", lambda fd: events.append("sync"))
     append_clock = history.append_clock
     monkeypatch.setattr(history, "append_clock", lambda *args: (append_clock(*args), events.append("appended")))
-    with worldstore.create(str(tmp_path / "w.h5"), worldstore.presets.agentfarm(16, 16, 2)) as world:
+    with worldstore.create(str(tmp_path / "w.h5"), worldstore.presets.classic(16, 16, 2)) as world:
         world["RESOURCES"][:] = 1.0
         events.clear()
         world.snapshot(durable=durable)

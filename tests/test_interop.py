@@ -425,7 +425,7 @@ DIMENSION_SCALE_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
 def farm_history(tmp_path_factory):
     """A closed agentfarm world (two bool layers, sparse signals) with three snapshots: its path and spec."""
     path = str(tmp_path_factory.mktemp("farm") / "farm.h5")
-    spec = worldstore.presets.agentfarm(24, 20, 3, obs_radius=2)
+    spec = worldstore.presets.classic(24, 20, 3, obs_radius=2)
     rng = np.random.default_rng(5)
     with worldstore.create(path, spec) as world:
         for round_no in range(3):

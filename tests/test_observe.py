@@ -297,3 +297,60 @@ def test_threads_split_agents_and_give_the_same_batch(tmp_path, monkeypatch, thr
         ids = rng.permutation(AGENTS)
         np.testing.assert_array_equal(world.observe(positions[:AGENTS], 4, ["MEM", "F32"], agent_ids=ids),
                                       reference(world, positions[:AGENTS], 4, ["MEM", "F32"], agent_ids=ids))
+
+
+# -- normalize/clip per channel, bfloat16, into= with agent slots (issue 16) ------------------------------------
+def test_normalize_and_clip_per_channel_against_the_reference(tmp_path):
+    spec = WorldSpec(6, 5, 3, [LayerSpec("FOOD", "resource", pad_value=0.0), LayerSpec("WALL", "environment",
+                                                                                         pad_value=1.0)])
+    rng = np.random.default_rng(3)
+    with worldstore.create(tmp_path / "w.h5", spec) as world:
+        world["FOOD"][...] = rng.uniform(0, 10, (6, 5))
+        world["WALL"][...] = rng.uniform(0, 1, (6, 5))
+        positions = np.array([[0, 0], [3, 2], [5, 4]])
+        got = world.observe(positions, 2, ["FOOD", "WALL"], normalize={"FOOD": 4.0}, clip={"FOOD": (0, 1),
+                                                                                             "WALL": (None, 0.5)})
+        food = np.clip(_windows.gather_windows(world["FOOD"][...], positions, 2, 0.0) / np.float32(4.0), 0, 1)
+        wall = np.minimum(_windows.gather_windows(world["WALL"][...], positions, 2, 1.0), 0.5)
+        np.testing.assert_array_equal(got[:, 0], food)
+        np.testing.assert_array_equal(got[:, 1], wall)
+        for bad, match in (({"normalize": {"FOOD": 0}}, "> 0"), ({"normalize": {"NOPE": 1}}, "not one of"),
+                           ({"clip": {"FOOD": (2, 1)}}, "above"), ({"clip": {"FOOD": 1}}, "pair"),
+                           ({"normalize": 4.0}, "mapping"), ({"dtype": "int8"}, "bfloat16"),
+                           ({"dtype": np.complex64}, "floating")):
+            with pytest.raises(worldstore.ObserveError, match=match):
+                world.observe(positions, 2, ["FOOD", "WALL"], **bad)
+
+
+def test_into_with_agent_ids_writes_those_slots_only(tmp_path):
+    spec = WorldSpec(6, 6, 4, [LayerSpec("FOOD", "resource"), LayerSpec("MEM", "agent"),
+                               LayerSpec("OBS", "observation", channels=("FOOD", "MEM"), radius=1)])
+    with worldstore.create(tmp_path / "w.h5", spec) as world:
+        world["FOOD"][...] = 1.0
+        world["MEM"].numpy()[2] = 7.0
+        world["OBS"].numpy()[...] = -5.0
+        batch = world.observe([[2, 2]], agent_ids=[2], into=True)
+        assert batch.shape == (1, 2, 3, 3) and (batch[0, 1] == 7.0).all()
+        np.testing.assert_array_equal(world["OBS"][2], batch[0])
+        assert (world["OBS"][[0, 1, 3]] == -5.0).all()
+        with pytest.raises(worldstore.ObserveError, match="distinct"):
+            world.observe([[2, 2], [1, 1]], agent_ids=[2, 2], into=True)
+        with pytest.raises(worldstore.ObserveError, match="pass agent_ids"):
+            world.observe([[2, 2]], into=True)
+
+
+@needs_torch
+def test_bfloat16_output(tmp_path):
+    spec = WorldSpec(5, 5, 0, [LayerSpec("FOOD", "resource")])
+    with worldstore.create(tmp_path / "w.h5", spec) as world:
+        world["FOOD"][...] = np.arange(25, dtype=np.float32).reshape(5, 5) / 7
+        positions = [[0, 0], [2, 3]]
+        reference = torch.from_numpy(world.observe(positions, 1, ["FOOD"])).to(torch.bfloat16)
+        assert torch.equal(world.observe(positions, 1, ["FOOD"], dtype=torch.bfloat16), reference)
+        out = torch.empty((2, 1, 3, 3), dtype=torch.bfloat16)
+        assert world.observe(positions, 1, ["FOOD"], out=out) is out and torch.equal(out, reference)
+        assert world.observe(positions, 1, ["FOOD"], dtype=torch.float64).dtype == np.float64
+        with pytest.raises(worldstore.ObserveError, match="bfloat16"):
+            world.observe(positions, 1, ["FOOD"], dtype=torch.bfloat16, out=torch.empty((2, 1, 3, 3)))
+        with pytest.raises(worldstore.ObserveError, match="shape"):
+            world.observe(positions, 1, ["FOOD"], out=torch.empty((1, 1, 3, 3), dtype=torch.bfloat16))

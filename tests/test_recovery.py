@@ -85,3 +85,14 @@ def test_recover_command_reports_what_it_did(tmp_path):
     report = json.loads(run.stdout)
     assert report["flags_cleared"] is True and report["committed_step"] == 1
     assert recovery.status_flags(path) == 0
+
+
+def test_recover_words_its_errors_as_open_does(tmp_path):
+    with pytest.raises(worldstore.WorldNotFoundError, match="no such world file"):
+        worldstore.recover(tmp_path / "missing.h5")
+    text = tmp_path / "notes.h5"
+    text.write_text("not a world\n" * 100)
+    with pytest.raises(worldstore.WorldFormatError, match="cannot be opened as HDF5"):
+        worldstore.recover(text)
+    with pytest.raises(worldstore.WorldFormatError, match="directory"):
+        worldstore.recover(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 
 import worldstore
 from worldstore import LayerSpec, SpecError, WorldSpec
-from worldstore.presets import AGENTFARM_CHANNELS, agentfarm, preset
+from worldstore.presets import AGENTFARM_CHANNELS, AGENTFARM_GAMMAS, CLASSIC_CHANNELS, agentfarm, classic, preset
 
 from conftest import every_class_spec
 
@@ -39,18 +39,38 @@ def test_pad_defaults_to_fill_and_values_are_normalised():
     assert LayerSpec("B", "environment", "bool", 0, pad_value=1).pad_value is True
 
 
-def test_agentfarm_preset_has_every_class():
-    spec = agentfarm(100, 80, 10)
+def test_classic_preset_has_every_class():
+    spec = classic(100, 80, 10)
     classes = {layer.grid_class for layer in spec.layers}
     assert classes == set(worldstore.GRID_CLASSES)
     assert spec.layer("OBSTACLES").pad_value is True
     assert spec.shape_of("AGENT_MEMORY") == (10, 100, 80)
-    assert spec.shape_of("OBSERVATION") == (10, len(AGENTFARM_CHANNELS), 13, 13)
-    assert spec.layer("OBSERVATION").channels == AGENTFARM_CHANNELS
+    assert spec.shape_of("OBSERVATION") == (10, len(CLASSIC_CHANNELS), 13, 13)
+    assert spec.layer("OBSERVATION").channels == CLASSIC_CHANNELS
     assert all(layer.storage == ("sparse" if layer.grid_class == "temporal" else "mapped")
                for layer in spec.layers)
     assert spec.layer("TRAILS").switch_density == worldstore.spec.DEFAULT_SWITCH_DENSITY
-    assert agentfarm(8, 8, 1, storage={"temporal": "memory"}).layer("TRAILS").storage == "memory"
+    assert classic(8, 8, 1, storage={"temporal": "memory"}).layer("TRAILS").storage == "memory"
+
+
+def test_agentfarm_preset_matches_agentfarms_registry_and_config():
+    """AgentFarm's channel registry (farm/core/channels.py) and ObservationConfig gammas; every pad 0."""
+    spec = agentfarm(100, 80, 10)
+    assert spec.layer("OBSERVATION").channels == AGENTFARM_CHANNELS == (
+        "SELF_HP", "ALLIES_HP", "ENEMIES_HP", "RESOURCES", "OBSTACLES", "TERRAIN_COST", "VISIBILITY",
+        "KNOWN_EMPTY", "DAMAGE_HEAT", "TRAILS", "ALLY_SIGNAL", "GOAL", "LANDMARKS")
+    assert spec.shape_of("OBSERVATION") == (10, 13, 13, 13)
+    assert {name: spec.layer(name).decay for name in AGENTFARM_GAMMAS} == {
+        "KNOWN_EMPTY": 0.98, "DAMAGE_HEAT": 0.85, "TRAILS": 0.90, "ALLY_SIGNAL": 0.92}
+    assert all(spec.layer(name).threshold == 0 for name in AGENTFARM_GAMMAS)
+    assert all(layer.pad_value == 0 for layer in spec.layers)
+    assert spec.shape_of("SELF_HP") == (10, 100, 80) and spec.layer("VISIBILITY").fill_value == 1.0
+    assert agentfarm(8, 8, 1, gammas={"TRAILS": 0.5}).layer("TRAILS").decay == 0.5
+    assert agentfarm(8, 8, 1, storage={"agent": "memory"}).layer("GOAL").storage == "memory"
+    with pytest.raises(SpecError, match="RESOURCES"):
+        agentfarm(8, 8, 1, gammas={"RESOURCES": 0.5})
+    with pytest.raises(SpecError, match="decay"):
+        agentfarm(8, 8, 1, gammas={"TRAILS": 1.5})
 
 
 def test_unknown_preset_names_the_known_ones():

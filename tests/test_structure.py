@@ -17,12 +17,13 @@ PACKAGE = os.path.join(ROOT, "worldstore")
 #: The levels, lowest first. A module may import modules of its own level or lower ones.
 LEVELS = [
     {"errors", "_version", "_extras", "_platform", "_native", "spec", "temporal", "_windows", "_schema", "render",
-     "presets"},
+     "_view_pages", "presets", "slots"},
     {"storage", "storage.mapped", "storage.memory", "storage.pages", "storage.sparse", "storage._cells",
      "storage.hdf5journal"},
     {"recovery", "commit"},
     {"layer", "world"},
-    {"observe", "history", "summary", "compaction", "analysis", "demo", "validate", "mesa"},
+    {"observe", "history", "summary", "compaction", "analysis", "demo", "validate", "mesa",
+     "agentfarm", "view"},
     {"__init__"},
 ]
 LEVEL = {module: index for index, modules in enumerate(LEVELS) for module in modules}

@@ -48,7 +48,8 @@ class Reference:
 
     def step(self):
         self.values *= self.values.dtype.type(self.decay)
-        self.values[np.abs(self.values) < self.threshold] = 0
+        # worldstore flushes subnormals to 0 whatever the threshold (see worldstore.temporal)
+        self.values[np.abs(self.values) < max(self.threshold, np.finfo(self.values.dtype).tiny)] = 0
 
 
 deposits = st.tuples(
@@ -345,7 +346,7 @@ def test_unknown_layer_and_read_only_world(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"decay": 0.0}, "decay"), ({"decay": 1.01}, "decay"), ({"decay": -0.5}, "decay"),
+    ({"decay": -1e-9}, "decay"), ({"decay": 1.01}, "decay"), ({"decay": -0.5}, "decay"),
     ({"threshold": -1e-3}, "threshold"), ({"switch_density": 0.0}, "switch_density"),
     ({"switch_density": 2.0}, "switch_density"), ({"fill_value": 1.0}, "fill_value"),
 ])
@@ -379,3 +380,52 @@ def test_a_world_left_open_at_exit_is_flushed_whole(tmp_path):
     with worldstore.open(path) as world:
         assert world["HEAT"].nnz == 3 and float(world["HEAT"][3, 6]) == 3.0
         assert float(world["FOOD"][2, 2]) == 7.0
+
+
+# -- AgentFarm's options (issue 16): clamp, ignore out-of-world cells, decay 0, step a subset, change rates ------
+@pytest.mark.parametrize("kind", ["mapped", "memory", "sparse"])
+def test_clip_and_out_of_bounds_options(tmp_path, kind):
+    spec = WorldSpec(4, 4, 0, [LayerSpec("T", "temporal", decay=0.5, threshold=0.0, storage=kind)])
+    with worldstore.create(tmp_path / "w.h5", spec) as world:
+        world.deposit("T", [0, 0, 1, 9, -1], [0, 0, 1, 0, 2], [0.75, 0.75, -3.0, 1.0, 1.0], clip=(-1.0, 1.0),
+                      out_of_bounds="ignore")
+        assert world["T"][0, 0] == 1.0 and world["T"][1, 1] == -1.0 and world["T"].nnz == 2
+        world.deposit("T", [0], [0], 5.0, mode="max", clip=(None, 2.0))
+        world.deposit("T", [2], [2], 0.25, mode="set", clip=(0.5, None))
+        assert world["T"][0, 0] == 2.0 and world["T"][2, 2] == 0.5
+        for bad, match in ((dict(clip=(2, 1)), "above"), (dict(clip=(0, float("nan"))), "finite"),
+                           (dict(clip=5), "pair"), (dict(out_of_bounds="clip"), "out_of_bounds"),
+                           (dict(), "outside")):
+            with pytest.raises(worldstore.DepositError, match=match):
+                world.deposit("T", [0, 7], [0, 0], 1.0, **bad)
+        assert world["T"][0, 0] == 2.0  # nothing changed
+
+
+def test_decay_zero_step_subsets_and_set_decay(tmp_path):
+    spec = WorldSpec(4, 4, 0, [LayerSpec("A", "temporal", decay=0.0, threshold=0.0),
+                               LayerSpec("B", "temporal", decay=0.5, threshold=0.0, storage="sparse"),
+                               LayerSpec("R", "resource")])
+    path = tmp_path / "w.h5"
+    with worldstore.create(path, spec) as world:
+        world.deposit("A", [1], [1], 3.0)
+        world.deposit("B", [1], [1], 3.0)
+        assert world.step(layers="B") == 1 and world["A"][1, 1] == 3.0 and world["B"][1, 1] == 1.5
+        assert world.step(layers=[]) == 2 and world["B"][1, 1] == 1.5
+        world.step(layers=["A"])
+        assert world["A"].nnz == 0
+        with pytest.raises(worldstore.DecayError, match="'R' is a resource layer"):
+            world.step(layers=["B", "R"])
+        with pytest.raises(worldstore.LayerNotFoundError):
+            world.step(layers=["NOPE"])
+        assert world.current_step == 3 and world["B"][1, 1] == 1.5
+        world.set_decay("B", 0.25)
+        world.set_decay("A", threshold=0.5)
+        for bad in (dict(decay=1.5), dict(decay=-0.1), dict(threshold=-1.0)):
+            with pytest.raises(worldstore.DecayError):
+                world.set_decay("B", **bad)
+        with pytest.raises(worldstore.DecayError):
+            world.set_decay("R", 0.5)
+        world.step()
+        assert world["B"][1, 1] == 0.375 and world.spec.layer("B").decay == 0.25
+    with worldstore.open(path) as world:
+        assert world["B"].spec.decay == 0.25 and world["A"].spec.threshold == 0.5 and world["A"].spec.decay == 0.0

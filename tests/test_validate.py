@@ -116,7 +116,7 @@ def test_file_check_passes_and_changes_nothing(world_file):
 
 def test_file_check_of_a_fresh_agentfarm_world(tmp_path):
     path = tmp_path / "farm.h5"
-    worldstore.create(path, worldstore.presets.agentfarm(64, 48, 3)).close()
+    worldstore.create(path, worldstore.presets.classic(64, 48, 3)).close()
     report = validate(path)
     assert report["passed"], [(row["check"], row["detail"]) for row in report["checks"] if not row["passed"]]
     assert rows(report)["history snapshots"]["figures"]["snapshots"] == 0

@@ -580,6 +580,13 @@ def write_storage_kind(group: h5py.Group, name: str, kind: str) -> bool:
     return False
 
 
+def write_decay(group: h5py.Group, name: str, decay: float, threshold: float) -> None:
+    """Record temporal layer ``name``'s decay rate and threshold (attributes of a fixed size: SWMR allows it)."""
+    attrs = group[name].attrs
+    attrs[A_DECAY] = np.float64(decay)
+    attrs[A_THRESHOLD] = np.float64(threshold)
+
+
 def write_coo(group: h5py.Group, spec: WorldSpec, name: str, coords: np.ndarray, values: np.ndarray) -> None:
     """Store the COO form of temporal layer ``name``: O(nnz) work and bytes."""
     coords_name, values_name, nnz_name = spec.coo_names_of(name)

@@ -1,6 +1,6 @@
 """A small random-walk simulation that exercises every class of layer.
 
-``run_demo`` creates an agentfarm world (see :func:`worldstore.presets.agentfarm`)
+``run_demo`` creates a classic-preset world (see :func:`worldstore.presets.classic`)
 and runs agents that wander at random, so that a new user (or ``worldstore
 demo``) gets a world file whose every layer holds something to look at, and
 the tests get a realistic workload. Each step:
@@ -32,7 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import SpecError
-from .presets import agentfarm
+from .presets import classic
 from .world import World, create
 
 #: Resource regrowth per step on every cell that is not an obstacle.
@@ -52,7 +52,7 @@ FLUSH_EVERY = 10
 def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, agents: int = 32,
              steps: int = 50, seed: int = 0, overwrite: bool = False, snapshot_every: int = 10,
              on_step: Callable[[int, int], Any] | None = None, swmr: bool = True) -> dict[str, Any]:
-    """Create an agentfarm world at ``path`` and run ``steps`` steps of random walkers.
+    """Create a classic-preset world at ``path`` and run ``steps`` steps of random walkers.
 
     ``on_step(done, steps)`` is called after each step with the number of
     steps done so far (for a progress bar). The world is flushed every
@@ -86,7 +86,7 @@ def run_demo(path: str | os.PathLike, *, height: int = 256, width: int = 256, ag
     >>> worldstore.inspect(path)["committed_step"]
     3
     """
-    spec = agentfarm(height, width, agents)
+    spec = classic(height, width, agents)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise SpecError(f"steps must be an integer >= 0, got {steps!r}")
     if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 0:

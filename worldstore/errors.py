@@ -38,8 +38,29 @@ class DepositError(WorldstoreError, ValueError):
     """A deposit with bad coordinates, values or mode, or into a non-temporal layer."""
 
 
+class DecayError(WorldstoreError, ValueError):
+    """A decay that cannot apply: a rate outside [0, 1], a negative threshold, or a layer in
+    ``set_decay``/``step(layers=...)`` that is not temporal."""
+
+
 class ObserveError(WorldstoreError, ValueError):
     """Bad arguments to observe() or remember(): positions, radius, channels, buffers, agent ids."""
+
+
+class AgentSlotError(WorldstoreError, ValueError):
+    """An agent-slot map cannot do that: it is full, the id is there already, or the id is not a str or int."""
+
+
+class UnknownAgentError(WorldstoreError, KeyError):
+    """An agent id that the agent-slot map does not hold (never added, or removed)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class ManagerError(WorldstoreError, ValueError):
+    """A call on a :mod:`worldstore.agentfarm` manager that its world cannot serve: an array created twice,
+    a shape other than the world's, a mode or config value it does not know."""
 
 
 class HistoryError(WorldstoreError, LookupError):
@@ -48,6 +69,10 @@ class HistoryError(WorldstoreError, LookupError):
 
 class RenderError(WorldstoreError, ValueError):
     """A picture that cannot be drawn as asked: no agent for an agent layer, an unknown colormap..."""
+
+
+class ViewError(WorldstoreError, ValueError):
+    """A request ``worldstore view`` cannot answer as asked: a bad step, agent, cell, zoom level, tile or port."""
 
 
 class ReadOnlyWorldError(WorldstoreError, io.UnsupportedOperation):

@@ -18,6 +18,13 @@ How a channel is gathered, fastest first:
 - for sparse layers, only the stored entries inside the windows (two binary
   searches per window row), never a dense copy.
 
+After the gather, ``normalize={channel: n}`` divides a channel's windows by
+``n`` and ``clip={channel: (lo, hi)}`` clamps them, in that order, over the
+whole window (padding included): AgentFarm's ``MemmapManager.get_window(...,
+normalize_by=max_amount)`` is ``normalize`` and ``clip=(0, 1)`` on a layer
+padded with 0. ``dtype=torch.bfloat16`` gathers in float32 and converts with
+torch (numpy has no bfloat16).
+
 ``worldstore._windows`` is the plain per-agent loop the tests compare with.
 """
 
@@ -60,10 +67,84 @@ def check_agent_ids(agent_ids: Any, count: int, agents: int, needed: bool) -> np
     return ids
 
 
+def _is_bfloat16(dtype: Any) -> bool:
+    return dtype is not None and str(dtype) in ("torch.bfloat16", "bfloat16")
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype | None:
+    """``dtype`` as a numpy dtype (torch dtypes by name), or :class:`ObserveError` naming the accepted ones."""
+    if dtype is None:
+        return None
+    name = str(dtype)
+    if name.startswith("torch."):
+        name = name[len("torch."):]
+    try:
+        result = np.dtype(name if str(dtype).startswith("torch.") else dtype)
+    except TypeError:
+        result = None
+    if result is None or result.name not in OUTPUT_DTYPES:
+        raise ObserveError(f"observations are floating point: dtype must be one of {', '.join(OUTPUT_DTYPES)} "
+                           f"(numpy or torch) or torch.bfloat16, got {dtype!r}")
+    return result
+
+
+def _per_channel(option: Any, label: str, channels: list[str]) -> dict[int, Any]:
+    """``{channel index: value}`` from a ``{channel name: value}`` mapping (names must be observed channels)."""
+    if option is None:
+        return {}
+    if not isinstance(option, Mapping):
+        raise ObserveError(f"{label} must be a mapping {{channel name: value}}, got {option!r}")
+    result = {}
+    for name, value in option.items():
+        if name not in channels:
+            raise ObserveError(f"{label}: {name!r} is not one of the channels observed ({', '.join(channels)})")
+        result[channels.index(name)] = value
+    return result
+
+
+def _check_post(normalize: Any, clip: Any, channels: list[str]) -> list[tuple[int, Any, Any, Any]]:
+    """``(channel, divisor or None, lo, hi)`` for each channel that ``normalize``/``clip`` touch, checked."""
+    divisors = _per_channel(normalize, "normalize", channels)
+    bounds = _per_channel(clip, "clip", channels)
+    for channel, divisor in divisors.items():
+        if isinstance(divisor, bool) or not isinstance(divisor, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(divisor) or divisor <= 0:
+            raise ObserveError(f"normalize[{channels[channel]!r}] must be a finite number > 0 (the channel's "
+                               f"windows are divided by it), got {divisor!r}")
+    for channel, pair in bounds.items():
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ObserveError(f"clip[{channels[channel]!r}] must be a pair (lo, hi), either of them None, "
+                               f"got {pair!r}")
+        for bound in pair:
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer,
+                                                                                         np.floating))
+                                      or not np.isfinite(bound)):
+                raise ObserveError(f"clip[{channels[channel]!r}]: bounds must be finite numbers or None, "
+                                   f"got {pair!r}")
+        if pair[0] is not None and pair[1] is not None and pair[0] > pair[1]:
+            raise ObserveError(f"clip[{channels[channel]!r}]: lo {pair[0]!r} is above hi {pair[1]!r}")
+    post = []
+    for channel in sorted(set(divisors) | set(bounds)):
+        lo, hi = bounds.get(channel, (None, None))
+        post.append((channel, divisors.get(channel), lo, hi))
+    return post
+
+
+def _apply_post(post: list, batch: np.ndarray) -> None:
+    """Divide and clamp the channels ``post`` names, in place (``batch``: ``(N, C, S, S)``)."""
+    for channel, divisor, lo, hi in post:
+        windows = batch[:, channel]
+        if divisor is not None:
+            np.divide(windows, divisor, out=windows)
+        if lo is not None or hi is not None:
+            np.clip(windows, lo, hi, out=windows)
+
+
 class _Plan:
     """A checked observe() call: nothing is written until every argument passed."""
 
-    def __init__(self, world: "World", positions: Any, radius: Any, channels: Any, agent_ids: Any, into: Any):
+    def __init__(self, world: "World", positions: Any, radius: Any, channels: Any, agent_ids: Any, into: Any,
+                 normalize: Any = None, clip: Any = None):
         self.observation = _observation_layer(world, into)
         defaults = self.observation
         if defaults is None and (radius is None or channels is None):
@@ -90,13 +171,26 @@ class _Plan:
         self.positions = check_positions(positions, world.height, world.width)
         self.count = len(self.positions)
         needs_ids = any(layer.grid_class == "agent" for layer in self.layers)
-        self.agent_ids = check_agent_ids(agent_ids, self.count, world.agents, needs_ids)
+        self.agent_ids = check_agent_ids(agent_ids, self.count, world.agents, needs_ids or agent_ids is not None)
+        self.post = _check_post(normalize, clip, self.channels)
+        #: into= with agent_ids: the observation layer's rows (agent slots) the batch's rows go to.
+        self.rows = None
         if self.observation is not None:
             expected = self.observation.shape
-            if (self.count, len(self.channels), 2 * self.radius + 1, 2 * self.radius + 1) != expected:
+            side = 2 * self.radius + 1
+            if agent_ids is not None:
+                if len(np.unique(self.agent_ids)) != self.count:
+                    raise ObserveError("observe(into=..., agent_ids=...) writes row agent_ids[i] of the observation "
+                                       "layer: agent_ids must be distinct")
+                identity = self.count == expected[0] and np.array_equal(self.agent_ids, np.arange(self.count))
+                self.rows = None if identity else self.agent_ids
+                if (len(self.channels), side, side) != expected[1:]:
+                    raise ObserveError(f"observation layer {self.observation.name!r} holds {expected}; this "
+                                       f"observe() gives windows of ({len(self.channels)}, {side}, {side})")
+            elif (self.count, len(self.channels), side, side) != expected:
                 raise ObserveError(f"observation layer {self.observation.name!r} holds {expected}; this observe() "
-                                   f"would give ({self.count}, {len(self.channels)}, {2 * self.radius + 1}, "
-                                   f"{2 * self.radius + 1})")
+                                   f"would give ({self.count}, {len(self.channels)}, {side}, {side}); with fewer "
+                                   "agents than slots, pass agent_ids (their slots) to write their rows only")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -125,14 +219,52 @@ def _observation_layer(world: "World", into: Any):
 
 def observe(world: "World", positions: Any, radius: Any = None, channels: Any = None, *, out: Any = None,
             dtype: Any = None, agent_ids: Any = None, tensor: bool = False, device: Any = None,
-            into: Any = None) -> Any:
+            into: Any = None, normalize: Any = None, clip: Any = None) -> Any:
     """See :meth:`worldstore.World.observe`."""
-    plan = _Plan(world, positions, radius, channels, agent_ids, into)
+    if _is_bfloat16(dtype) or _is_bfloat16(getattr(out, "dtype", None)):
+        return _observe_bfloat16(world, positions, radius, channels, out, dtype, agent_ids, device, into,
+                                 normalize, clip)
+    dtype = _numpy_dtype(dtype)
+    plan = _Plan(world, positions, radius, channels, agent_ids, into, normalize, clip)
     target, result = _target(world, plan, out, dtype, tensor, device)
+    if plan.rows is not None:  # a batch of some agents' rows: gathered apart, then written to their slots
+        batch = np.empty((plan.count, *target.shape[1:]), dtype=target.dtype)
+        gather(plan.layers, plan.positions, plan.radius, batch, plan.agent_ids)
+        _apply_post(plan.post, batch)
+        target[plan.rows] = batch
+        return _maybe_tensor(batch, tensor)
     gather(plan.layers, plan.positions, plan.radius, target, plan.agent_ids)
+    _apply_post(plan.post, target)
     if device is not None and _is_cuda(device, out):
         return _to_device(world, target, result, device)
     return result
+
+
+def _observe_bfloat16(world: "World", positions: Any, radius: Any, channels: Any, out: Any, dtype: Any,
+                      agent_ids: Any, device: Any, into: Any, normalize: Any, clip: Any) -> Any:
+    """Gather in float32, convert with torch: a bfloat16 tensor (the caller's ``out``, if given)."""
+    torch = _extras.torch("observe(dtype=torch.bfloat16)")
+    if into is not None and into is not False:
+        raise ObserveError("into= writes the world's observation layer, which holds its own dtype; bfloat16 "
+                           "exists only as a torch tensor: observe into a buffer instead (out= or no out)")
+    if out is not None and not (isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16):
+        raise ObserveError(f"dtype=torch.bfloat16 needs out to be a bfloat16 torch tensor (or no out), got "
+                           f"{getattr(out, 'dtype', type(out).__name__)}")
+    if dtype is not None and not _is_bfloat16(dtype):
+        raise ObserveError(f"out is a bfloat16 tensor but dtype={dtype!r} was asked for")
+    plan = _Plan(world, positions, radius, channels, agent_ids, None, normalize, clip)
+    if out is not None and tuple(out.shape) != plan.shape:
+        raise ObserveError(f"out must be a tensor of shape {plan.shape}, got {tuple(out.shape)}")
+    batch = np.empty(plan.shape, dtype=np.float32)
+    gather(plan.layers, plan.positions, plan.radius, batch, plan.agent_ids)
+    _apply_post(plan.post, batch)
+    converted = torch.from_numpy(batch)
+    if out is not None:
+        out.copy_(converted, non_blocking=True)
+        return out
+    if device is not None and str(device) != "cpu":
+        converted = converted.to(device)
+    return converted.to(torch.bfloat16)
 
 
 def _is_cuda(device: Any, out: Any) -> bool:
@@ -150,7 +282,6 @@ def _target(world: "World", plan: _Plan, out: Any, dtype: Any, tensor: bool, dev
         return _pinned_buffer(world, plan.shape, dtype), out
     if out is None:
         dtype = np.dtype("float32" if dtype is None else dtype)
-        _check_dtype(dtype)
         array = np.empty(plan.shape, dtype=dtype)
         return array, _maybe_tensor(array, tensor)
     if type(out).__module__.startswith("torch"):
@@ -162,7 +293,7 @@ def _target(world: "World", plan: _Plan, out: Any, dtype: Any, tensor: bool, dev
         array, result = out, out
     if not isinstance(array, np.ndarray) or array.shape != plan.shape:
         raise ObserveError(f"out must be an array of shape {plan.shape}, got {getattr(array, 'shape', type(out))}")
-    if dtype is not None and np.dtype(dtype) != array.dtype:
+    if dtype is not None and dtype != array.dtype:
         raise ObserveError(f"out has dtype {array.dtype} but dtype={np.dtype(dtype)} was asked for")
     _check_dtype(array.dtype)
     if not array.flags.writeable:
@@ -187,7 +318,6 @@ def _pinned_buffer(world: "World", shape: tuple[int, ...], dtype: Any) -> np.nda
     torch = _extras.torch("observe(device=...)")
 
     dtype = np.dtype("float32" if dtype is None else dtype)
-    _check_dtype(dtype)
     key = (shape, dtype.name)
     cache = world._pinned
     if key not in cache:

@@ -93,9 +93,9 @@ class LayerSpec:
     long_name: str = ""
     units: str = ""
     description: str = ""
-    #: temporal layers: ``v <- v * decay`` each step, in (0, 1]
+    #: temporal layers: ``v <- v * decay`` each step, in [0, 1] (0: a cell lasts one step)
     decay: float | None = None
-    #: temporal layers: cells with ``|v| < threshold`` become 0 after decay
+    #: temporal layers: cells with ``|v| < threshold`` become 0 after decay (subnormal values always do)
     threshold: float | None = None
     #: temporal layers: switch automatically between dense and sparse storage:
     #: to sparse when density <= switch_density / 2, to dense when > switch_density
@@ -139,8 +139,8 @@ class LayerSpec:
         if self.grid_class == "temporal":
             decay = _DEFAULT_DECAY if self.decay is None else self.decay
             threshold = _DEFAULT_THRESHOLD if self.threshold is None else self.threshold
-            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
-                raise SpecError(f"layer {self.name!r}: decay must be in (0, 1], got {decay!r}")
+            if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
+                raise SpecError(f"layer {self.name!r}: decay must be in [0, 1], got {decay!r}")
             if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                     or not math.isfinite(threshold) or threshold < 0):
                 raise SpecError(f"layer {self.name!r}: threshold must be a finite number >= 0, got {threshold!r}")

@@ -11,6 +11,22 @@ per-cell update and give bit-identical values:
 
 Decay (``step``): ``v <- v * decay``, then cells with ``|v| < threshold``
 become 0. Both use the layer's own float dtype for the arithmetic.
+
+Two options come from AgentFarm's temporal grids (``farm/core/temporal_grids.py``),
+whose deposits skip events outside the world and clamp the cell to ``clip_max``:
+
+- ``out_of_bounds="ignore"`` drops coordinates outside the world instead of
+  refusing the whole deposit;
+- ``clip=(lo, hi)`` clamps each touched cell after its update (either bound
+  may be None). The cell is computed as ``clip(update(old, combined))``: for
+  "add" with non-negative amounts that is what clamping after every single
+  event gives, as AgentFarm does.
+
+Subnormal values are flushed to zero at every decay, whatever the threshold
+(:func:`decay_threshold`): with a threshold of 0 a decaying cell would
+otherwise never reach 0, since the smallest subnormal times any decay >= 0.5
+rounds back to itself (float32: 1.4e-45; nnz would never fall). Only values
+below ``finfo(dtype).tiny`` (1.2e-38 in float32) are affected.
 """
 
 from __future__ import annotations
@@ -22,6 +38,8 @@ import numpy as np
 from .errors import DepositError
 
 MODES = ("add", "max", "set")
+#: What a deposit does with coordinates outside the world.
+OUT_OF_BOUNDS = ("raise", "ignore")
 #: Elements per block of the dense decay: small enough to stay in L2, so the
 #: multiply, the threshold test and the zeroing cost one pass over memory.
 _DECAY_BLOCK = 1 << 16
@@ -35,10 +53,16 @@ def as_array(values: Any) -> np.ndarray:
 
 
 def check_deposit(name: str, shape: tuple[int, int], dtype: np.dtype, ys: Any, xs: Any, values: Any,
-                  mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a deposit; return ``(linear indices int64, values in the layer dtype)``."""
+                  mode: str, out_of_bounds: str = "raise") -> tuple[np.ndarray, np.ndarray]:
+    """Validate a deposit; return ``(linear indices int64, values in the layer dtype)``.
+
+    ``out_of_bounds="ignore"`` leaves out the coordinates outside the world (and their values).
+    """
     if mode not in MODES:
         raise DepositError(f"deposit into {name!r}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(out_of_bounds, str) or out_of_bounds not in OUT_OF_BOUNDS:
+        raise DepositError(f"deposit into {name!r}: out_of_bounds must be one of {', '.join(OUT_OF_BOUNDS)}, "
+                           f"got {out_of_bounds!r}")
     ys, xs, values = as_array(ys), as_array(xs), as_array(values)
     for label, coords in (("ys", ys), ("xs", xs)):
         if coords.ndim != 1:
@@ -59,7 +83,10 @@ def check_deposit(name: str, shape: tuple[int, int], dtype: np.dtype, ys: Any, x
     xs = xs.astype(np.int64, copy=False)
     if len(ys):
         bad = (ys < 0) | (ys >= height) | (xs < 0) | (xs >= width)
-        if bad.any():
+        if out_of_bounds == "ignore" and bad.any():
+            keep = ~bad
+            ys, xs, values = ys[keep], xs[keep], values[keep]
+        elif bad.any():
             first = int(np.argmax(bad))
             raise DepositError(f"deposit into {name!r}: {int(bad.sum())} coordinates lie outside the "
                                f"{height}x{width} world, the first (y={int(ys[first])}, x={int(xs[first])}) "
@@ -72,6 +99,58 @@ def check_deposit(name: str, shape: tuple[int, int], dtype: np.dtype, ys: Any, x
         raise DepositError(f"deposit into {name!r}: value {values[first]!r} at position {first} is not a "
                            f"finite {dtype.name}; nothing was deposited")
     return ys * width + xs, converted
+
+
+def check_clip(name: str, clip: Any, dtype: np.dtype) -> tuple[Any, Any] | None:
+    """``clip`` as ``(lo, hi)`` scalars of ``dtype`` (either may be None), or None for no clamp."""
+    if clip is None:
+        return None
+    if isinstance(clip, (str, bytes)) or not hasattr(clip, "__len__") or len(clip) != 2:
+        raise DepositError(f"deposit into {name!r}: clip must be a pair (lo, hi), either of them None, "
+                           f"got {clip!r}")
+    bounds = []
+    for label, bound in zip(("lo", "hi"), clip):
+        if bound is None:
+            bounds.append(None)
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(bound):
+            raise DepositError(f"deposit into {name!r}: clip {label} must be a finite number or None, "
+                               f"got {bound!r}")
+        bounds.append(dtype.type(bound))
+    lo, hi = bounds
+    if lo is None and hi is None:
+        return None
+    if lo is not None and hi is not None and lo > hi:
+        raise DepositError(f"deposit into {name!r}: clip lo {clip[0]!r} is above hi {clip[1]!r}; "
+                           "give (lo, hi) with lo <= hi")
+    return lo, hi
+
+
+def clamped(old: np.ndarray, amounts: np.ndarray, mode: str, bounds: tuple[Any, Any]) -> np.ndarray:
+    """The cells' values after a deposit of (combined) ``amounts`` and the clamp: ``clip(update(old))``."""
+    new = np.array(old, dtype=amounts.dtype)
+    update(new, slice(None), amounts, mode)
+    lo, hi = bounds
+    np.clip(new, lo, hi, out=new)
+    return new
+
+
+def lookup(held_cells: np.ndarray, held_values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The values of sorted unique ``cells`` in a sparse layer's sorted ``held_cells`` (0 where not held)."""
+    out = np.zeros(len(cells), dtype=held_values.dtype)
+    if not len(held_cells) or not len(cells):
+        return out
+    at = np.minimum(np.searchsorted(held_cells, cells), len(held_cells) - 1)
+    found = held_cells[at] == cells
+    out[found] = held_values[at[found]]
+    return out
+
+
+def decay_threshold(threshold: float, dtype: np.dtype) -> float:
+    """The threshold decay applies: the layer's, but at least the dtype's smallest normal value
+    (subnormals flush to zero; see the module's docstring)."""
+    return max(float(threshold), float(np.finfo(dtype).tiny))
 
 
 def combine(cells: np.ndarray, values: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import errno
 import os
 import uuid
@@ -15,7 +16,7 @@ import numpy as np
 
 from . import _native, _platform, _schema, recovery, temporal
 from . import commit as _commit
-from .errors import (DepositError, DetachedWorldError, DiskFullError, HistoryError, ReadOnlyWorldError, SpecError,
+from .errors import (DecayError, DepositError, DetachedWorldError, DiskFullError, HistoryError, ReadOnlyWorldError, SpecError,
                      WorldClosedError, WorldExistsError, WorldFormatError, WorldLockedError, WorldNotFoundError,
                      WorldPermissionError, WorldReplacedError, WorldstoreError)
 from .layer import Layer
@@ -184,15 +185,26 @@ class World:
         return _operation("describe")(self)
 
     # -- time -------------------------------------------------------------
-    def deposit(self, layer: str, ys: Any, xs: Any, values: Any, mode: str = "add") -> None:
+    def deposit(self, layer: str, ys: Any, xs: Any, values: Any, mode: str = "add", *,
+                clip: Any = None, out_of_bounds: str = "raise") -> None:
         """Deposit ``values`` at cells ``(ys[i], xs[i])`` of temporal layer ``layer``.
 
         ``mode``: ``"add"`` (repeated cells accumulate), ``"max"`` (the largest
         wins, against the cell's value too) or ``"set"`` (the last one wins).
-        Inputs are numpy arrays, torch tensors or sequences; ``values`` may be
-        a scalar. Everything is checked first: coordinates outside the world,
-        mismatched lengths, non-finite values, an unknown mode or a
-        non-temporal layer raise :class:`DepositError` and change nothing.
+        Inputs are numpy arrays, torch tensors or sequences of integer
+        coordinates; ``values`` may be a scalar.
+
+        ``clip=(lo, hi)`` clamps every cell the deposit touches to
+        ``[lo, hi]`` after its update (either bound may be None), as
+        AgentFarm's ``TemporalGridManager.deposit(..., clip_max=1.0)`` does
+        (for "add" with non-negative values, the same as clamping after each
+        event). ``out_of_bounds="ignore"`` drops coordinates outside the world,
+        as AgentFarm does; the default ``"raise"`` refuses the deposit.
+
+        Everything is checked first: coordinates outside the world (unless
+        ignored), mismatched lengths, non-finite values, an unknown mode, a bad
+        ``clip`` or a non-temporal layer raise :class:`DepositError` and change
+        nothing.
 
         >>> import worldstore, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
@@ -200,23 +212,32 @@ class World:
         >>> with worldstore.create(path, spec) as world:
         ...     world.deposit("HEAT", [1, 1, 2], [3, 3, 4], [1.0, 2.0, 0.5])
         ...     float(world["HEAT"][1, 3]), world.step(), float(world["HEAT"][1, 3])
+        ...     world.deposit("HEAT", [1, -1, 99], [3, 0, 0], 5.0, clip=(None, 2.0), out_of_bounds="ignore")
+        ...     float(world["HEAT"][1, 3])
         (3.0, 1, 1.5)
+        2.0
         """
         self._check_writable()
         target = self[layer]
         if target.grid_class != "temporal":
             raise DepositError(f"deposits go into temporal layers; {layer!r} is a {target.grid_class} layer")
-        cells, amounts = temporal.check_deposit(layer, self.shape, target.dtype, ys, xs, values, mode)
+        bounds = temporal.check_clip(layer, clip, target.dtype)
+        cells, amounts = temporal.check_deposit(layer, self.shape, target.dtype, ys, xs, values, mode,
+                                                out_of_bounds)
         cells, amounts = temporal.combine(cells, amounts, mode)
         storage = self._storages[layer]
-        if isinstance(storage, SparseStorage):
+        sparse = isinstance(storage, SparseStorage)
+        if bounds is not None:  # the clamped values are computed here, then set: the same for every storage kind
+            old = temporal.lookup(storage.cells, storage.values, cells) if sparse else storage.array.reshape(-1)[cells]
+            amounts, mode = temporal.clamped(old, amounts, mode, bounds), "set"
+        if sparse:
             storage.deposit(cells, amounts, mode)
         else:
             temporal.apply_dense(storage.array, cells, amounts, mode)
 
     def observe(self, positions: Any, radius: Any = None, channels: Any = None, *, out: Any = None,
                 dtype: Any = None, agent_ids: Any = None, tensor: bool = False, device: Any = None,
-                into: Any = None) -> Any:
+                into: Any = None, normalize: Any = None, clip: Any = None) -> Any:
         """Each agent's window of each channel, batched: ``(N, C, S, S)``, ``S = 2 * radius + 1``.
 
         ``positions``: ``(N, 2)`` integer ``(y, x)`` rows inside the world
@@ -229,12 +250,25 @@ class World:
         then needs one position per agent). ``radius`` and ``channels``
         default to those of the world's observation layer.
 
-        Output: float32 unless ``dtype`` says otherwise (float16/32/64). A new
+        ``normalize={channel: n}`` divides that channel's windows by ``n``,
+        then ``clip={channel: (lo, hi)}`` clamps them (either bound may be
+        None), over the whole window, padding included: AgentFarm's resource
+        windows are ``normalize={"RESOURCES": max_amount}`` with
+        ``clip={"RESOURCES": (0, 1)}``.
+
+        Output: float32 unless ``dtype`` says otherwise (float16/32/64, numpy
+        or torch dtypes, or ``torch.bfloat16``, gathered in float32 and
+        converted by torch into a new tensor or a bfloat16 ``out``). A new
         numpy array, or a zero-copy torch tensor over it with
         ``tensor=True``; or the caller's ``out`` (numpy array or CPU tensor of
         the right shape, filled and returned: no allocation in a steady loop);
         or, with ``into=True`` (or the layer's name), the world's mapped
-        observation layer, which other processes can read.
+        observation layer, which other processes can read. With ``into`` and
+        ``agent_ids`` (agent slots, see :class:`worldstore.AgentSlots`),
+        agent ``i``'s windows go to row ``agent_ids[i]`` of the observation
+        layer, so a population smaller than the world's agent count fills its
+        own slots (other rows keep what they held), and the batch of those
+        rows is returned.
         ``device="cuda"`` gathers into a page-locked buffer kept by the world
         and returns the batch on the GPU (copied asynchronously, into ``out``
         if given). Bad arguments raise :class:`ObserveError` (or
@@ -246,11 +280,13 @@ class World:
         >>> with worldstore.create(path, spec) as world:
         ...     world["FOOD"][:] = 1.0
         ...     world.observe([[0, 0]], radius=1, channels=["FOOD"])[0, 0].tolist()
+        ...     world.observe([[0, 0]], 1, ["FOOD"], normalize={"FOOD": 2}, clip={"FOOD": (0, 1)})[0, 0, 1].tolist()
         [[-1.0, -1.0, -1.0], [-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]
+        [0.0, 0.5, 0.5]
         """
         self._check_open()
         return _operation("observe")(self, positions, radius, channels, out=out, dtype=dtype, agent_ids=agent_ids,
-                       tensor=tensor, device=device, into=into)
+                                     tensor=tensor, device=device, into=into, normalize=normalize, clip=clip)
 
     def remember(self, agent_ids: Any, positions: Any, radius: Any, channels: Any, *,
                  visibility: Any = "default") -> None:
@@ -263,11 +299,13 @@ class World:
         agent's layer keeps what it remembered. ``visibility``: a boolean
         ``(H, W)`` layer name, by default ``"VISIBILITY"`` when the world has
         one, or ``None`` to see everything. Agent layers are mapped by
-        default, so memory use follows the cells agents actually see.
+        default, so memory use follows the cells agents actually see. With a
+        changing population, pass the agents' slots
+        (:meth:`worldstore.AgentSlots.slots_of`) as ``agent_ids``.
 
         >>> import worldstore, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
-        >>> spec = worldstore.presets.agentfarm(8, 8, 2)
+        >>> spec = worldstore.presets.classic(8, 8, 2)
         >>> with worldstore.create(path, spec) as world:
         ...     world["RESOURCES"][:] = 5.0
         ...     world["VISIBILITY"][2, :] = False
@@ -389,26 +427,41 @@ class World:
         self._check_open()
         _operation("restore")(self, step)
 
-    def step(self) -> int:
-        """Advance one step: every temporal layer decays, the step counter grows.
+    def step(self, layers: Any = None) -> int:
+        """Advance one step: temporal layers decay, the step counter grows by one.
 
-        Each temporal layer is multiplied by its ``decay`` and cells whose
+        ``layers``: the temporal layers to decay (a name or a list of names),
+        by default all of them; the others keep their values this step (as
+        AgentFarm's ``TemporalGridManager.apply_decay(name)`` decays one
+        channel). Each is multiplied by its ``decay`` and cells whose
         magnitude falls below its ``threshold`` become 0 (sparse layers drop
-        them). A layer with a ``switch_density`` then changes form if its
-        density crossed it: to sparse at or below half of it, to dense above
-        it. Returns the new step.
+        them); subnormal values always become 0, so a threshold of 0 lets
+        cells reach 0 (see :mod:`worldstore.temporal`). A layer with a
+        ``switch_density`` then changes form if its density crossed it: to
+        sparse at or below half of it, to dense above it. Returns the new
+        step. An unknown name raises :class:`LayerNotFoundError`, a layer that
+        is not temporal :class:`DecayError`, before anything changes.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.WorldSpec(4, 4, 0, [worldstore.LayerSpec("A", "temporal", decay=0.5),
+        ...                                       worldstore.LayerSpec("B", "temporal", decay=0.5)])
+        >>> with worldstore.create(path, spec) as world:
+        ...     world.deposit("A", [0], [0], 1.0); world.deposit("B", [0], [0], 1.0)
+        ...     world.step(layers=["A"]), float(world["A"][0, 0]), float(world["B"][0, 0])
+        (1, 0.5, 1.0)
         """
         self._check_writable()
+        names = self._temporal_layers(layers, "step(layers=...)")
         cells = self.height * self.width
-        for name, layer in self._layers.items():
-            spec = layer.spec
-            if spec.grid_class != "temporal":
-                continue
+        for name in names:
+            spec = self._layers[name].spec
             storage = self._storages[name]
+            threshold = temporal.decay_threshold(spec.threshold, spec.np_dtype)
             if isinstance(storage, SparseStorage):
-                nnz = storage.decay(spec.decay, spec.threshold)
+                nnz = storage.decay(spec.decay, threshold)
             else:
-                nnz = temporal.decay_dense(storage.array, spec.decay, spec.threshold)
+                nnz = temporal.decay_dense(storage.array, spec.decay, threshold)
             if spec.switch_density is not None:
                 density = nnz / cells
                 if storage.kind == "sparse" and density > spec.switch_density:
@@ -417,6 +470,52 @@ class World:
                     self.set_storage(name, "sparse")
         self._step += 1
         return self._step
+
+    def _temporal_layers(self, layers: Any, what: str) -> list[str]:
+        """The temporal layer names ``layers`` gives (all of them for None), checked."""
+        if layers is None:
+            return [name for name, layer in self._layers.items() if layer.grid_class == "temporal"]
+        names = [layers] if isinstance(layers, str) else list(layers)
+        for name in names:
+            if not isinstance(name, str):
+                raise DecayError(f"{what}: layer names are strings, got {name!r}")
+            if self[name].grid_class != "temporal":  # LayerNotFoundError for an unknown name
+                raise DecayError(f"{what}: {name!r} is a {self[name].grid_class} layer; only temporal layers "
+                                 f"decay (this world's: {', '.join(self._temporal_layers(None, what)) or 'none'})")
+        return list(dict.fromkeys(names))
+
+    def set_decay(self, layer: str, decay: float | None = None, *, threshold: float | None = None) -> None:
+        """Change temporal layer ``layer``'s decay rate and/or threshold from the next :meth:`step` on.
+
+        ``decay`` in [0, 1], ``threshold`` >= 0 (None keeps the current one).
+        The new values are written to the layer's ``decay`` and ``threshold``
+        attributes, which reach the file with the next :meth:`commit` (as
+        AgentFarm reads its gammas from its config each step, a simulation can
+        follow its config here: the file says what the run last used).
+        A bad value raises :class:`DecayError`; a layer that is not temporal
+        too.
+
+        >>> import worldstore, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+        >>> spec = worldstore.WorldSpec(4, 4, 0, [worldstore.LayerSpec("HEAT", "temporal", decay=0.5)])
+        >>> with worldstore.create(path, spec) as world:
+        ...     world.set_decay("HEAT", 0.25, threshold=0.0)
+        >>> worldstore.open(path)["HEAT"].spec.decay
+        0.25
+        """
+        self._check_writable()
+        [name] = self._temporal_layers([layer], "set_decay()")
+        current = self._spec.layer(name)
+        changes = {key: value for key, value in (("decay", decay), ("threshold", threshold)) if value is not None}
+        try:
+            updated = dataclasses.replace(current, **changes)
+        except SpecError as exc:
+            raise DecayError(f"set_decay({name!r}): {exc}") from None
+        _schema.write_decay(self._file[_schema.LAYERS_GROUP], name, updated.decay, updated.threshold)
+        self._spec = dataclasses.replace(self._spec, layers=tuple(updated if spec.name == name else spec
+                                                                  for spec in self._spec.layers))
+        self._layers[name]._spec = dataclasses.replace(self._layers[name].spec, decay=updated.decay,
+                                                       threshold=updated.threshold)
 
     def set_storage(self, layer: str, kind: str) -> None:
         """Move layer ``layer`` to storage ``kind`` (``mapped``, ``memory`` or, for temporal layers, ``sparse``).
@@ -854,7 +953,7 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage: Mapping[str, str]
 
     >>> import worldstore, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
-    >>> worldstore.create(path, worldstore.presets.agentfarm(16, 16, 2)).close()
+    >>> worldstore.create(path, worldstore.presets.classic(16, 16, 2)).close()
     >>> with worldstore.open(path, storage={"agent": "memory"}) as world:
     ...     world["AGENT_MEMORY"].storage
     'memory'
@@ -1116,9 +1215,15 @@ def recover(path: str | os.PathLike) -> dict[str, Any]:
     reached the file; see :mod:`.storage.hdf5journal`), ``committed_step``
     and the ``snapshots`` there are.
     """
-    path = os.fspath(path)
-    hdf5_journal = _commit.finish_hdf5_journal(path)
-    cleared = recovery.clear_status_flags(path)
+    path = check_path(path)
+    try:
+        hdf5_journal = _commit.finish_hdf5_journal(path)
+        cleared = recovery.clear_status_flags(path)
+    except WorldFormatError as exc:  # the superblock is read first: say it as open() and inspect do
+        reason = str(exc).removeprefix(f"{path}: ")
+        if reason == str(exc):
+            raise
+        raise WorldFormatError(f"{path} cannot be opened as HDF5: {reason}") from exc
     journal = _commit.replay(path)
     with open(path, "r+") as world:  # a writer's open also ends a snapshot the kill cut short
         committed = world.committed_step
