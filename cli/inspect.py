@@ -19,7 +19,7 @@ _COLUMNS = ("name", "class", "dtype", "shape", "storage", "on disk", "fill", "pa
 def inspect(path, as_json):
     """Describe the world file PATH: size, clock, file and every layer. Changes nothing.
 
-    --json prints the documented inspect schema (see README).
+    --json prints the documented inspect schema (docs/format.md).
     """
     with sigint.anywhere(f"{path} was only read"):
         info = worldstore.inspect(path)

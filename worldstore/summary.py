@@ -1,6 +1,6 @@
 """What a world holds, as a JSON-able dictionary (``worldstore inspect``).
 
-The dictionary's schema is stable and documented in README ("inspect
+The dictionary's schema is stable and documented in docs/format.md ("inspect
 schema"); ``schema`` names its version. New keys may be added; existing keys
 keep their meaning.
 """
