@@ -68,20 +68,21 @@ class Harvester(CellAgent):
         self.stock = 0.0
 
     def act(self):
+        # The richest free cell around (ties by coordinate): reads through the cell accessors.
         free = [cell for cell in self.cell.neighborhood if cell.is_empty]
         if free:
             self.cell = max(free, key=lambda cell: (cell.food, cell.coordinate))
         self.stock += self.cell.food
-        self.cell.food = 0.0
+        self.cell.food = 0.0  # writes through the cell accessors
         self.cell.visits += 1
 
 
 class Farm(mesa.Model):
     """Food regrows towards each cell's capacity; harvesters move to the richest free neighbour and eat it."""
 
-    def __init__(self, width: int, height: int, agents: int, rng: int = SEED):
+    def __init__(self, width: int, height: int, agents: int, rng: int = SEED, dimensions=tuple):
         super().__init__(rng=rng)
-        self.grid = OrthogonalMooreGrid((width, height), torus=True, random=self.random)
+        self.grid = OrthogonalMooreGrid(dimensions((width, height)), torus=True, random=self.random)
         self.capacity = self.rng.integers(0, 6, (width, height)).astype(np.float64)
         self.grid.create_property_layer("food", 0.0)
         self.grid.food.data = self.capacity

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -25,7 +26,10 @@ from conftest import ROOT, run_python  # noqa: E402
 if wm._MESA_ERROR is not None:  # pragma: no cover - an older Mesa
     pytest.skip(f"Mesa is too old for worldstore.mesa: {wm._MESA_ERROR}", allow_module_level=True)
 
-from mesa.discrete_space import CellAgent, OrthogonalMooreGrid  # noqa: E402
+from mesa.discrete_space import OrthogonalMooreGrid  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import mesa_grid  # noqa: E402  (its model is the one these tests run too)
 
 STEPS = 50
 SNAPSHOT_EVERY = 10
@@ -33,37 +37,11 @@ SNAPSHOT_EVERY = 10
 
 # -- a model of our own: property layers, regrowth, harvesting ---------------------------------------------
 
-class Harvester(CellAgent):
-    def __init__(self, model, cell):
-        super().__init__(model)
-        self.cell = cell
-        self.stock = 0.0
-
-    def act(self):
-        # The richest free cell around (ties by coordinate): reads through the cell accessors.
-        free = [cell for cell in self.cell.neighborhood if cell.is_empty]
-        if free:
-            self.cell = max(free, key=lambda cell: (cell.food, cell.coordinate))
-        self.stock += self.cell.food
-        self.cell.food = 0.0  # writes through the cell accessors
-        self.cell.visits += 1
-
-
-class Farm(mesa.Model):
-    """Food regrows towards each cell's capacity; harvesters move to the richest free neighbour and eat it."""
+class Farm(mesa_grid.Farm):
+    """benchmarks/mesa_grid.py's model (food regrows, harvesters eat), small by default."""
 
     def __init__(self, width=30, height=20, agents=40, rng=7, dimensions=tuple):
-        super().__init__(rng=rng)
-        self.grid = OrthogonalMooreGrid(dimensions((width, height)), torus=True, random=self.random)
-        self.capacity = self.rng.integers(0, 6, (width, height)).astype(np.float64)
-        self.grid.create_property_layer("food", 0.0)
-        self.grid.food.data = self.capacity
-        self.grid.create_property_layer("visits", 0, dtype=np.int32)
-        Harvester.create_agents(self, agents, self.random.choices(self.grid.all_cells.cells, k=agents))
-
-    def step(self):
-        self.grid.food.data = np.minimum(self.grid.food.data + 0.5, self.capacity)
-        self.agents.shuffle_do("act")
+        super().__init__(width, height, agents, rng, dimensions)
 
 
 def grids(model) -> dict[str, np.ndarray]:
