@@ -177,14 +177,15 @@ def test_a_swmr_writer_lets_hdf5_readers_in(tmp_path):
 
 def test_a_record_is_checked_whole():
     writes = [(0, b"superblock"), (4096, b"x" * 5000)]
-    record = hdf5journal.encode(writes, 123)
+    record = hdf5journal.encode(writes, 123, (7, 42))
     assert len(record) > 5010
-    for cut in (0, 8, 30, len(record) - 1):
+    assert hdf5journal.decode(record) == (writes, 123) == hdf5journal.decode(record, (7, 42))
+    for cut in (8, 30, 50, len(record) - 1):  # any byte changed: the CRC-32 says so
         body = bytearray(record)
-        if cut:
-            body[cut] ^= 0xFF
-        assert hdf5journal.decode(bytes(body)) is None if cut else hdf5journal.decode(bytes(body)) == (writes, 123)
+        body[cut] ^= 0xFF
+        assert hdf5journal.decode(bytes(body)) is None, cut
     assert hdf5journal.decode(record[:-1]) is None
+    assert hdf5journal.decode(record, (7, 43)) is None  # written for another file
 
 
 def test_reads_see_held_writes_and_writes_past_the_end_go_straight_to_the_file(tmp_path):
@@ -239,3 +240,41 @@ def test_tearing_a_metadata_write_is_what_breaks_a_plain_hdf5_file(tmp_path):
         with h5py.File(path, "r") as f:
             every_dataset_reads(f)
             dict(f.attrs)
+
+
+def test_a_created_worlds_journal_follows_it_to_its_name(tmp_path):
+    # create() makes the world under a temporary name and renames it into place: its HDF5 journal goes too,
+    # so that a writer killed after create is finished at PATH (a newcomer's trial found it left behind).
+    path = str(tmp_path / "w.h5")
+    code = ("import os, signal, sys, worldstore\n"
+            "w = worldstore.create(sys.argv[1], worldstore.WorldSpec(16, 16, 0, "
+            "[worldstore.LayerSpec('H', 'temporal', decay=0.5, storage='sparse')]), swmr=True)\n"
+            "w.deposit('H', [1], [1], 1.0); w.step(); w.commit()\n"
+            "print(sorted(os.listdir(os.path.dirname(sys.argv[1]))), flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = run_python(code, path)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.split("\n")[0] == str(["w.h5", "w.h5-hdf5journal", "w.h5-journal"])
+    assert not [name for name in os.listdir(tmp_path) if "creating" in name]
+    assert worldstore.recover(path)["hdf5_journal"] == "discarded"  # its record was marked done
+    assert sorted(os.listdir(tmp_path)) == ["w.h5"]
+
+
+def test_a_record_applies_only_to_the_file_it_was_written_for(tmp_path):
+    path = make_world(tmp_path)
+    proc = run_python(TEAR, path, "snapshot", "apply")
+    assert proc.returncode == -signal.SIGKILL and hdf5journal.pending(path)
+    # The world is replaced (a copy over it: another inode) before anyone recovered it: the record is not
+    # applied to the newcomer, whose bytes it would tear.
+    journal = hdf5journal.journal_path(path)
+    with open(journal, "rb") as f:
+        record = f.read()
+    os.rename(path, path + ".old")
+    other = make_world(tmp_path)
+    with open(journal, "wb") as f:  # the killed writer's journal, still beside the path
+        f.write(record)
+    assert other == path and not hdf5journal.pending(other)
+    assert hdf5journal.pending(path + ".old") is False  # (its name is another one's now)
+    assert worldstore.recover(other)["hdf5_journal"] == "discarded"
+    with worldstore.open(other) as world:
+        assert world.committed_step == 1 and float(world["A"][0, 0]) == 1.0

@@ -855,6 +855,7 @@ def create(path: str | os.PathLike, spec: WorldSpec, *, overwrite: bool = False,
     try:
         _write_new_file(partial, spec, write_fill, history_codec)
         world = open(partial, "r+", swmr=swmr)
+        world._file.hdf5_journal.moved(path)  # its HDF5 journal first: a record there names this file's inode
         _platform.replace_file(partial, path)
     except BaseException:
         if world is not None:

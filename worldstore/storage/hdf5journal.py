@@ -53,9 +53,10 @@ from typing import Callable, Iterable
 from .. import _platform
 
 SUFFIX = "-hdf5journal"
-_MAGIC = b"WSH5JRN1"
+_MAGIC = b"WSH5JRN2"
 _DONE = b"\0" * 8
-_HEAD = struct.Struct("<8sqqI")  # magic, count of writes, end of file to truncate to (-1: none), CRC-32
+#: magic, count of writes, end of file to truncate to (-1: none), the file's st_dev and st_ino, CRC-32
+_HEAD = struct.Struct("<8sqqQQI")
 _WRITE = struct.Struct("<qq")  # offset, length (then the bytes)
 #: Bytes that hold the superblock wherever HDF5 may put it (at 0, 512, ... 4096).
 _SUPERBLOCK_SPAN = 4096 + 128
@@ -198,7 +199,7 @@ class JournaledFile(io.RawIOBase):
         if not self._held and self._truncate is None:
             return
         held, truncate = self._held, self._truncate
-        record = encode(held, -1 if truncate is None else truncate)
+        record = encode(held, -1 if truncate is None else truncate, _identity(self._fd))
         if self._journal_fd is None:
             self._journal_fd = _platform.open_fd(journal_path(self.path), os.O_RDWR | os.O_CREAT)
         _write_all(self._journal_fd, record, 0)
@@ -223,6 +224,13 @@ class JournaledFile(io.RawIOBase):
         if marked is not None:
             self._held.append(marked)
         self._flags_on_disk = self.flags
+
+    def moved(self, path: str) -> None:
+        """The file was renamed to ``path`` (``create`` renames the world it made into place): the journal
+        goes with it, so that the next writer's open or ``recover`` finds it beside the file."""
+        if self._journal_fd is not None and os.path.exists(journal_path(self.path)):
+            os.replace(journal_path(self.path), journal_path(path))
+        self.path = path
 
     def blind(self) -> None:
         """From now on, write nothing into the world file or its journal (a forked child; a replaced file)."""
@@ -252,10 +260,17 @@ def _lock(fd: int) -> bool:
     return True
 
 
-def encode(writes: list[tuple[int, bytes]], truncate: int) -> bytes:
+def _identity(fd_or_path: int | str) -> tuple[int, int]:
+    """``(st_dev, st_ino)``: a record applies only to the file it was written for (not to a file that
+    replaced it since: ``create --overwrite``, ``compact``, a copy)."""
+    info = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    return info.st_dev, info.st_ino
+
+
+def encode(writes: list[tuple[int, bytes]], truncate: int, identity: tuple[int, int] = (0, 0)) -> bytes:
     body = b"".join(_WRITE.pack(offset, len(data)) + data for offset, data in writes)
-    crc = zlib.crc32(body, zlib.crc32(struct.pack("<qq", len(writes), truncate)))
-    return _HEAD.pack(_MAGIC, len(writes), truncate, crc) + body
+    fields = struct.pack("<qqQQ", len(writes), truncate, *identity)
+    return _HEAD.pack(_MAGIC, len(writes), truncate, *identity, zlib.crc32(body, zlib.crc32(fields))) + body
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -272,12 +287,15 @@ def _apply(fd: int, writes: Iterable[tuple[int, bytes]], truncate: int | None) -
         os.ftruncate(fd, truncate)
 
 
-def decode(data: bytes) -> tuple[list[tuple[int, bytes]], int] | None:
-    """``(writes, truncate)`` of the record :func:`encode` made, or None: marked done, or not whole (a writer
-    killed while it wrote the record), which its CRC-32 tells."""
+def decode(data: bytes, identity: tuple[int, int] | None = None) -> tuple[list[tuple[int, bytes]], int] | None:
+    """``(writes, truncate)`` of the record :func:`encode` made, or None: marked done, not whole (a writer
+    killed while it wrote the record), which its CRC-32 tells, or written for a file other than
+    ``identity`` (``(st_dev, st_ino)``; None: any)."""
     if len(data) < _HEAD.size:
         return None
-    magic, count, truncate, crc = _HEAD.unpack_from(data, 0)
+    magic, count, truncate, device, inode, crc = _HEAD.unpack_from(data, 0)
+    if identity is not None and (device, inode) != tuple(identity):
+        return None
     if magic != _MAGIC or count < 0:
         return None
     body = memoryview(data)[_HEAD.size:]
@@ -292,22 +310,28 @@ def decode(data: bytes) -> tuple[list[tuple[int, bytes]], int] | None:
             return None
         writes.append((offset, bytes(body[position:position + length])))
         position += length
-    if zlib.crc32(body[:position], zlib.crc32(struct.pack("<qq", count, truncate))) != crc:
+    if zlib.crc32(body[:position], zlib.crc32(struct.pack("<qqQQ", count, truncate, device, inode))) != crc:
         return None
     return writes, truncate
 
 
 def read_record(path: str) -> tuple[list[tuple[int, bytes]], int] | None:
-    """The whole record in ``path``'s HDF5 journal, not yet marked done: ``(writes, truncate)`` (-1: none), or
-    None (no journal, a record marked done, or one its writer did not finish)."""
+    """The whole record in ``path``'s HDF5 journal, not yet marked done, written for the file at ``path``:
+    ``(writes, truncate)`` (-1: none), or None (no journal, a record marked done, one its writer did not
+    finish, or one of a file that ``path`` no longer names)."""
     try:
         fd = _platform.open_fd(journal_path(path), os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
-        return decode(_platform.pread(fd, os.fstat(fd).st_size, 0))
+        data = _platform.pread(fd, os.fstat(fd).st_size, 0)
     finally:
         os.close(fd)
+    try:
+        identity = _identity(path)
+    except FileNotFoundError:
+        return None
+    return decode(data, identity)
 
 
 def pending(path: str) -> bool:
