@@ -279,3 +279,17 @@ def test_a_record_applies_only_to_the_file_it_was_written_for(tmp_path):
     assert worldstore.recover(other)["hdf5_journal"] == "discarded"
     with worldstore.open(other) as world:
         assert world.committed_step == 1 and float(world["A"][0, 0]) == 1.0
+
+
+def test_a_refused_second_writer_leaves_the_live_writers_journal_alone(tmp_path):
+    path = make_world(tmp_path)
+    with worldstore.open(path, "r+", swmr=True) as world:
+        world["A"][1, 1] = 5.0
+        world.step()
+        world.commit()
+        journal = hdf5journal.journal_path(path)
+        assert os.path.exists(journal)
+        proc = run_python("import sys, worldstore\ntry:\n    worldstore.open(sys.argv[1], 'r+')\n"
+                          "except worldstore.WorldLockedError as e:\n    print('refused')", path)
+        assert proc.stdout.strip() == "refused", proc.stderr
+        assert os.path.exists(journal)  # the refused open did not take the live writer's journal away

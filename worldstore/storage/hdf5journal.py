@@ -93,6 +93,7 @@ class JournaledFile(io.RawIOBase):
         self._fd = _platform.open_fd(path, os.O_RDWR)
         self._journal_fd: int | None = None
         self._blinded = False
+        self._journal_used = False  # this writer wrote PATH-hdf5journal (close() removes only its own)
         self._position = 0
         self._held: list[tuple[int, bytes]] = []  # (offset, bytes), in HDF5's order
         self._truncate: int | None = None
@@ -174,8 +175,8 @@ class JournaledFile(io.RawIOBase):
             return
         try:
             self.commit()
-            if self._journal_fd is not None and not self._blinded:
-                os.unlink(journal_path(self.path))  # every record is marked done
+            if self._journal_used and not self._blinded and os.path.exists(journal_path(self.path)):
+                os.unlink(journal_path(self.path))  # ours, and every record is marked done
         finally:
             os.close(self._fd)
             if self._journal_fd is not None:
@@ -202,6 +203,7 @@ class JournaledFile(io.RawIOBase):
         record = encode(held, -1 if truncate is None else truncate, _identity(self._fd))
         if self._journal_fd is None:
             self._journal_fd = _platform.open_fd(journal_path(self.path), os.O_RDWR | os.O_CREAT)
+            self._journal_used = True
         _write_all(self._journal_fd, record, 0)
         self.journaled_bytes += len(record)
         _apply(self._fd, held, truncate)
@@ -228,8 +230,11 @@ class JournaledFile(io.RawIOBase):
     def moved(self, path: str) -> None:
         """The file was renamed to ``path`` (``create`` renames the world it made into place): the journal
         goes with it, so that the next writer's open or ``recover`` finds it beside the file."""
-        if self._journal_fd is not None and os.path.exists(journal_path(self.path)):
-            os.replace(journal_path(self.path), journal_path(path))
+        if self._journal_fd is not None:  # closed first: Windows renames no open file (reopened when needed)
+            os.close(self._journal_fd)
+            self._journal_fd = None
+            if os.path.exists(journal_path(self.path)):
+                os.replace(journal_path(self.path), journal_path(path))
         self.path = path
 
     def blind(self) -> None:
