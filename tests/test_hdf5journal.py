@@ -293,3 +293,24 @@ def test_a_refused_second_writer_leaves_the_live_writers_journal_alone(tmp_path)
                           "except worldstore.WorldLockedError as e:\n    print('refused')", path)
         assert proc.stdout.strip() == "refused", proc.stderr
         assert os.path.exists(journal)  # the refused open did not take the live writer's journal away
+
+
+def test_a_journaled_file_refused_its_lock_leaves_its_finalizer_nothing_to_do(tmp_path, monkeypatch):
+    # Python 3.13 reports what a file object's close() raises when it is collected; a JournaledFile whose
+    # lock was refused once closed a descriptor and then raised EBADF from its finalizer (CI, Python 3.13).
+    import fcntl
+    import gc
+    import sys
+
+    path = make_world(tmp_path)
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable))
+    holder = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as a live writer not in SWMR mode holds it
+        with pytest.raises(OSError, match="unable to lock file"):
+            hdf5journal.JournaledFile(path, lambda fd: 0)
+        gc.collect()
+    finally:
+        os.close(holder)
+    assert not seen, [str(u.exc_value) for u in seen]

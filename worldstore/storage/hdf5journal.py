@@ -90,7 +90,7 @@ class JournaledFile(io.RawIOBase):
         self._mark = mark
         self.flags = flags
         self._flags_on_disk = 0
-        self._fd = _platform.open_fd(path, os.O_RDWR)
+        self._fd: int | None = None
         self._journal_fd: int | None = None
         self._blinded = False
         self._journal_used = False  # this writer wrote PATH-hdf5journal (close() removes only its own)
@@ -98,12 +98,16 @@ class JournaledFile(io.RawIOBase):
         self._held: list[tuple[int, bytes]] = []  # (offset, bytes), in HDF5's order
         self._truncate: int | None = None
         self.journaled_bytes = 0  # bytes written to the journal so far (benchmarks)
-        try:
-            self._locked = _lock(self._fd)
-        except BaseException:
-            os.close(self._fd)
-            raise
         self._end: int | None = None  # read at the first write: HDF5 has checked the file by then
+        self._locked = False
+        fd = _platform.open_fd(path, os.O_RDWR)
+        try:
+            self._locked = _lock(fd)
+        except BaseException:
+            os.close(fd)
+            super().close()  # closed, so that its finalizer has nothing to do (Python 3.13 reports what it raises)
+            raise
+        self._fd = fd
 
     # -- the file object h5py's fileobj driver uses --------------------------------------------------
     def readable(self) -> bool:
@@ -167,7 +171,7 @@ class JournaledFile(io.RawIOBase):
         return self._truncate
 
     def flush(self) -> None:
-        if not self.closed:
+        if not self.closed and self._fd is not None:
             self.commit()
 
     def close(self) -> None:
@@ -178,10 +182,11 @@ class JournaledFile(io.RawIOBase):
             if self._journal_used and not self._blinded and os.path.exists(journal_path(self.path)):
                 os.unlink(journal_path(self.path))  # ours, and every record is marked done
         finally:
-            os.close(self._fd)
-            if self._journal_fd is not None:
-                os.close(self._journal_fd)
-            super().close()
+            fd, journal_fd, self._fd, self._journal_fd = self._fd, self._journal_fd, None, None
+            os.close(fd)
+            if journal_fd is not None:
+                os.close(journal_fd)
+            super().close()  # (its flush() finds no descriptor: nothing to commit twice)
 
     def unlock(self) -> None:
         """Let other HDF5 programs in (HDF5 drops its lock once a writer enters SWMR mode)."""
