@@ -105,6 +105,21 @@ def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
         return os.write(fd, data)
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` (a positioned write may write less); return where it ends."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+    return offset
+
+
+def file_identity(fd_or_path: int | str | os.PathLike) -> tuple[int, int]:
+    """``(st_dev, st_ino)``: which file a descriptor or a path names now."""
+    info = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    return info.st_dev, info.st_ino
+
+
 def readinto(fd: int, buffer: memoryview, offset: int) -> int:
     """Read into ``buffer`` from ``offset``; the count read (0 at the end of the file)."""
     if _POSITIONED:

@@ -70,6 +70,8 @@ FORMAT_NAME = "worldstore"
 FORMAT_VERSION = 2
 #: libver bounds: superblock 3 (SWMR-capable), readable by HDF5 1.10 tools.
 LIBVER = ("v110", "v110")
+#: Bytes that hold the superblock wherever HDF5 may put it (at 0, 512, ... 4096).
+SUPERBLOCK_SPAN = 4096 + 128
 #: Objects of at least this size start on a page boundary, so mapped layers
 #: are page-aligned (faster, and one mmap per layer with no slack).
 ALIGNMENT = 4096

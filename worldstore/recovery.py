@@ -21,7 +21,7 @@ import io
 import os
 from typing import Any
 
-from . import _platform
+from . import _platform, _schema
 from .errors import WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage import hdf5journal
 
@@ -101,17 +101,16 @@ def _superblock(data: bytes, path: str) -> tuple[int, int, int, int]:
     return offset, length, data[offset + 11], size_of_offsets
 
 
-#: Bytes that hold the superblock wherever HDF5 may put it (at 0, 512, ... 4096).
-_SUPERBLOCK_SPAN = 4096 + 128
 
 
 def _read_superblock(file: int | str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
     """The first bytes of the file (a path, or an open descriptor) and :func:`_superblock` of them."""
     if isinstance(file, int):
-        return (data := _platform.pread(file, _SUPERBLOCK_SPAN, 0)), _superblock(data, f"file descriptor {file}")
+        data = _platform.pread(file, _schema.SUPERBLOCK_SPAN, 0)
+        return data, _superblock(data, f"file descriptor {file}")
     path = os.fspath(file)
     with open(path, "rb") as f:
-        data = f.read(_SUPERBLOCK_SPAN)
+        data = f.read(_schema.SUPERBLOCK_SPAN)
     return data, _superblock(data, path)
 
 
@@ -190,10 +189,7 @@ def forget_writer_locks() -> None:
     _platform.forget_inherited_locks()
 
 
-def file_identity(fd_or_path: int | str | os.PathLike) -> tuple[int, int]:
-    """``(st_dev, st_ino)``: which file a descriptor or a path names now."""
-    info = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
-    return info.st_dev, info.st_ino
+file_identity = _platform.file_identity
 
 
 def writer_alive(path: str | os.PathLike) -> bool:
@@ -222,7 +218,8 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
                                "gone")
     fd = _platform.open_fd(path, os.O_RDWR)
     try:
-        cleared = cleared_superblock(_platform.pread(fd, _SUPERBLOCK_SPAN, 0), os.fstat(fd).st_size, path)
+        first = _platform.pread(fd, _schema.SUPERBLOCK_SPAN, 0)
+        cleared = cleared_superblock(first, os.fstat(fd).st_size, path)
         if cleared is None:
             return False
         _platform.pwrite(fd, cleared[1], cleared[0])
@@ -281,7 +278,7 @@ class CleanView(io.RawIOBase):
             self._patches, end = hdf5journal.overlay(path)
             self._size = os.fstat(self._fd).st_size if end is None else end
             self._size = max([self._size, *(start + len(patch) for start, patch in self._patches)])
-            first = bytearray(_platform.pread(self._fd, _SUPERBLOCK_SPAN, 0))
+            first = bytearray(_platform.pread(self._fd, _schema.SUPERBLOCK_SPAN, 0))
             self._patch_into(first, 0)
             cleared = cleared_superblock(bytes(first), self._size, path)
             if cleared is not None:

@@ -1014,7 +1014,7 @@ class _FileCheck:
     def _superblock(self) -> dict[str, Any]:
         check = "superblock"
         with open(self.path, "rb") as f:
-            head = f.read(recovery._SUPERBLOCK_SPAN)
+            head = f.read(_schema.SUPERBLOCK_SPAN)
         start = recovery._signature_offset(head)
         if start is None:
             self.stop = "not an HDF5 file"

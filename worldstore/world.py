@@ -1055,11 +1055,12 @@ def _check_may_write(path: str) -> None:
 def _finish_commit(path: str) -> None:
     """Finish HDF5's writes and replay or discard the journal of a commit its writer did not finish (no live
     process holds the file)."""
-    journals = [name for name in (hdf5journal.journal_path(path), _commit.journal_path(path)) if os.path.exists(name)]
-    if not journals or not os.access(path, os.W_OK) or recovery.in_use(path):
+    hdf5, commits = (os.path.exists(name) for name in (hdf5journal.journal_path(path), _commit.journal_path(path)))
+    if not (hdf5 or commits) or not os.access(path, os.W_OK) or recovery.in_use(path):
         return
-    _commit.finish_hdf5_journal(path)
-    if os.path.exists(_commit.journal_path(path)):
+    if hdf5:  # (no live process holds it: checked above)
+        hdf5journal.finish(path)
+    if commits:
         recovery.clear_status_flags(path)
         _commit.replay(path)
 

@@ -50,7 +50,7 @@ import struct
 import zlib
 from typing import Callable, Iterable
 
-from .. import _platform
+from .. import _platform, _schema
 
 SUFFIX = "-hdf5journal"
 _MAGIC = b"WSH5JRN2"
@@ -58,8 +58,6 @@ _DONE = b"\0" * 8
 #: magic, count of writes, end of file to truncate to (-1: none), the file's st_dev and st_ino, CRC-32
 _HEAD = struct.Struct("<8sqqQQI")
 _WRITE = struct.Struct("<qq")  # offset, length (then the bytes)
-#: Bytes that hold the superblock wherever HDF5 may put it (at 0, 512, ... 4096).
-_SUPERBLOCK_SPAN = 4096 + 128
 
 
 def journal_path(path: str) -> str:
@@ -158,9 +156,8 @@ class JournaledFile(io.RawIOBase):
         split = min(max(self._end - start, 0), length)  # below: reachable from the state the file holds
         if split:
             self._held.append((start, bytes(data[:split])))
-        done = split
-        while done < length:
-            done += _platform.pwrite(self._fd, data[done:], start + done)
+        if split < length:
+            _platform.pwrite_all(self._fd, data[split:], start + split)
         self._position += length
         if self._truncate is not None:  # a truncation HDF5 asked for earlier ends where this write does, if later
             self._truncate = max(self._truncate, start + length)
@@ -205,7 +202,7 @@ class JournaledFile(io.RawIOBase):
         if not self._held and self._truncate is None:
             return
         held, truncate = self._held, self._truncate
-        record = encode(held, -1 if truncate is None else truncate, _identity(self._fd))
+        record = encode(held, -1 if truncate is None else truncate, _platform.file_identity(self._fd))
         if self._journal_fd is None:
             self._journal_fd = _platform.open_fd(journal_path(self.path), os.O_RDWR | os.O_CREAT)
             self._journal_used = True
@@ -220,10 +217,10 @@ class JournaledFile(io.RawIOBase):
         """Hold the superblock as HDF5's writes leave it, with :attr:`flags`, if either changed it."""
         if self._mark is None:
             return
-        touched = any(offset < _SUPERBLOCK_SPAN for offset, _ in self._held)
+        touched = any(offset < _schema.SUPERBLOCK_SPAN for offset, _ in self._held)
         if not touched and self.flags == self._flags_on_disk:
             return
-        first = bytearray(_platform.pread(self._fd, _SUPERBLOCK_SPAN, 0))
+        first = bytearray(_platform.pread(self._fd, _schema.SUPERBLOCK_SPAN, 0))
         for offset, data in self._held:
             if offset < len(first):
                 first[offset:offset + len(data)] = data[:len(first) - offset]
@@ -270,24 +267,14 @@ def _lock(fd: int) -> bool:
     return True
 
 
-def _identity(fd_or_path: int | str) -> tuple[int, int]:
-    """``(st_dev, st_ino)``: a record applies only to the file it was written for (not to a file that
-    replaced it since: ``create --overwrite``, ``compact``, a copy)."""
-    info = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
-    return info.st_dev, info.st_ino
-
-
 def encode(writes: list[tuple[int, bytes]], truncate: int, identity: tuple[int, int] = (0, 0)) -> bytes:
     body = b"".join(_WRITE.pack(offset, len(data)) + data for offset, data in writes)
     fields = struct.pack("<qqQQ", len(writes), truncate, *identity)
     return _HEAD.pack(_MAGIC, len(writes), truncate, *identity, zlib.crc32(body, zlib.crc32(fields))) + body
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        done += _platform.pwrite(fd, view[done:], offset + done)
+#: How records and held writes are written (its own name: tests stand in for it to tear a write).
+_write_all = _platform.pwrite_all
 
 
 def _apply(fd: int, writes: Iterable[tuple[int, bytes]], truncate: int | None) -> None:
@@ -338,7 +325,7 @@ def read_record(path: str) -> tuple[list[tuple[int, bytes]], int] | None:
     finally:
         os.close(fd)
     try:
-        identity = _identity(path)
+        identity = _platform.file_identity(path)  # a record applies only to the file it was written for
     except FileNotFoundError:
         return None
     return decode(data, identity)
