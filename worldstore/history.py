@@ -231,6 +231,10 @@ def snapshot_cells(group: h5py.Group, spec: WorldSpec, name: str, index: int,
     return coords[keep], values[keep]
 
 
+#: How often a SWMR reader refreshes a temporal layer's history cells that a landing snapshot left of two sizes.
+_REFRESH_TRIES = 100
+
+
 def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Layer ``name`` at snapshot ``index``: a dense array, or ``(coords, values)`` of a temporal layer."""
     group = history_group(world)
@@ -240,9 +244,15 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
         if spec.layer(name).grid_class == "temporal":
             if not world.writable and world._file.swmr_mode:
                 # The cells' extent first, then the starts: cells seen are never newer than the starts.
+                # A snapshot that lands between the two cells' refreshes leaves them of two sizes (the
+                # writer resizes both before one flush): refresh them again until they agree.
                 coords_name, values_name, start_name = _schema.history_names(spec, name)
-                group[values_name].refresh()
-                group[coords_name].refresh()
+                for _ in range(_REFRESH_TRIES):
+                    group[values_name].refresh()
+                    group[coords_name].refresh()
+                    if group[coords_name].shape[0] == group[values_name].shape[0]:
+                        break
+                    time.sleep(0.001)
                 group[start_name].refresh()
             return snapshot_cells(group, spec, name, index, world.path)
         dset = group[name]
