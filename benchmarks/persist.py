@@ -27,7 +27,8 @@ taken per round, and the report gives medians of those paired ratios, the
 ratio of the mean times (which counts in full the rounds where worldstore's
 journal was checkpointed), and medians of each backend's times. Bytes: the
 changed bytes counted in 64-byte lines; what a worldstore commit wrote (its
-journal record: lines, their indexes and a header; and the same lines into the
+journal record: the changed words of the changed lines, a mask byte and a line
+number per line, and a header; and the changed lines whole into the
 file), as a multiple of those (the target: <= 2x); and what each backend handed
 the block layer (/proc/self/io write_bytes, Linux: whole pages or larger folios,
 counted when they are dirtied).
@@ -320,7 +321,7 @@ def run(directory: str, size: int, rounds: int, progress) -> dict[str, Any]:
             "changed_mb_64b_lines": changed_mb,
             "journal_mb": statistics.median(journal[case]),
             "journal_record_mb": statistics.median(record[case]),
-            # the record (lines, their indexes, the header) and the same lines written into the file
+            # the record (changed words, masks, line numbers, the header) and the lines written into the file
             "written_per_changed": (statistics.median(record[case]) + statistics.median(journal[case])) / changed_mb,
         }
     return report
@@ -343,7 +344,7 @@ def print_report(report: dict[str, Any]) -> None:
               f"{result['ratio_of_means_vs_memmap_msync']:.2f}x durable, ratio of the mean times (checkpoints "
               "counted)")
         print(f"  changed {result['changed_mb_64b_lines']:.2f} MB in 64-byte lines; a commit's journal record is "
-              f"{result['journal_record_mb']:.2f} MB (lines, indexes, header) and it writes "
+              f"{result['journal_record_mb']:.2f} MB (changed words or pages, masks, line numbers, header) and it writes "
               f"{result['journal_mb']:.2f} MB of lines into the file: {result['written_per_changed']:.2f}x the "
               "changed bytes. 'to disk': what the block layer was handed (/proc/self/io write_bytes: whole pages, "
               "or larger folios)")

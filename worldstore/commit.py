@@ -60,7 +60,7 @@ import numpy as np
 from . import _native, _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage import hdf5journal
-from .storage.pages import PAGE, PageSet, pool
+from .storage.pages import LINE, PAGE, PageSet, pool
 
 
 
@@ -90,8 +90,8 @@ class World(Protocol):
 T = TypeVar("T")
 
 JOURNAL_SUFFIX = "-journal"
-_MAGIC = b"WSJOURN3"  # 3: each page set names its unit (64-byte lines, or pages); 2 was pages only
-_MAGIC_PAGES = b"WSJOURN2"  # replayed as before, so a journal an older writer left is finished
+_MAGIC = b"WSJOURN4"  # 4: a set of lines may keep only their changed words; 3: each set names its unit
+_MAGIC_OLDER = (b"WSJOURN3", b"WSJOURN2")  # replayed as before (2: pages only), so an older writer's journal is finished
 _EMPTIED = bytes(8)  # a checkpointed journal's first bytes: no record
 _END = b"WSJEND02"
 _DIGEST = 4  # CRC-32: the journal guards against being cut short or torn, not against an adversary
@@ -170,7 +170,8 @@ class Changes:
 
     @property
     def nbytes(self) -> int:
-        return sum(p.data.nbytes for p in self.pages) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
+        """The bytes the commit writes into the layers: their lines and pages, and sparse layers' cells."""
+        return sum(p.file_bytes for p in self.pages) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
 
     def header(self) -> bytes:
         return json.dumps({
@@ -179,7 +180,8 @@ class Changes:
             "step": self.step,
             "sequence": self.sequence,
             "kinds": self.kinds,
-            "pages": [[p.offset, p.nbytes, len(p.pages), p.data.nbytes, p.unit, code, base]
+            "pages": [[p.offset, p.nbytes, len(p.pages), p.journal_bytes, p.unit, code, base,
+                       _WORDS if p.masks is not None else _UNITS]
                       for p, (code, base, _) in zip(self.pages, self._indexes())],
             "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
         }).encode()
@@ -192,11 +194,19 @@ class Changes:
     def blocks(self):
         for page_set, (_, _, index) in zip(self.pages, self._indexes()):
             yield _raw(index)
-            yield _raw(page_set.data)
+            if page_set.masks is not None:
+                yield _raw(page_set.masks)
+                yield _raw(page_set.words)
+            else:
+                yield _raw(page_set.data)
         for coords, values in self.coo.values():
             yield _raw(np.ascontiguousarray(coords, dtype=np.int32))
             yield _raw(np.ascontiguousarray(values))
 
+
+#: How a record stores a page set's data: its units whole, or (lines only) a mask byte per line and then the
+#: 8-byte words its bits name (``PageSet.keep_words``).
+_UNITS, _WORDS = "units", "w8"
 
 #: How a record stores a page set's unit numbers: bytes per number. "d2": 16-bit steps from the previous
 #: number (the first from the entry's base), what scattered and dense changes both fit; "u4", "i8": the numbers.
@@ -650,7 +660,7 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
             return [], False
         while position < size:
             start = _platform.pread(fd, 16, position)
-            if len(start) < 8 or start[:8] not in (_MAGIC, _MAGIC_PAGES):
+            if len(start) < 8 or (start[:8] != _MAGIC and start[:8] not in _MAGIC_OLDER):
                 # reserved room (zeros) or, after a record, older bytes: no record begins here; anything
                 # else at the start is not a journal this library wrote whole
                 return records, bool(position == 0 and start[:8].strip(b"\0"))
@@ -695,12 +705,19 @@ def _read_record(jfd: int, header: dict[str, Any], file_size: int, journal: str,
     for offset, nbytes, count, length, *rest in header["pages"]:
         unit = int(rest[0]) if rest else PAGE  # a WSJOURN2 journal: pages of this machine's size
         code, base = (str(rest[1]), int(rest[2])) if len(rest) > 2 else ("i8", 0)
+        form = str(rest[3]) if len(rest) > 3 else _UNITS
         if offset < 0 or offset + nbytes > file_size or unit <= 0 or code not in _INDEX_BYTES:
             raise WorldFormatError(f"{journal}: a layer's pages lie beyond the end of {path}")
+        if form not in (_UNITS, _WORDS) or (form == _WORDS and unit != LINE):
+            raise WorldFormatError(f"{journal}: a record holds lines in a form this version cannot read ({form!r}, "
+                                   f"{unit}-byte units); recover it with the worldstore version that wrote it")
         index_bytes = count * _INDEX_BYTES[code]
         pages = decode_index(code, base, _platform.pread(jfd, index_bytes, position))
         data = np.frombuffer(_platform.pread(jfd, length, position + index_bytes), np.uint8)
-        changes.pages.append(PageSet(int(offset), int(nbytes), pages, data, unit))
+        if form == _WORDS:
+            changes.pages.append(PageSet.from_words(int(offset), int(nbytes), pages, data[:count], data[count:]))
+        else:
+            changes.pages.append(PageSet(int(offset), int(nbytes), pages, data, unit))
         position += index_bytes + length
     for name, count, dtype in header["coo"]:
         coords = np.frombuffer(_platform.pread(jfd, count * 8, position), np.int32).reshape(count, 2)

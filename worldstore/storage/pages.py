@@ -7,7 +7,11 @@ units of ``unit`` bytes: unit ``k`` covers bytes ``k * unit`` up to
 file, and only the lines that differ are journaled and written, so one changed
 float costs 64 bytes, not a 4 KiB page (issue 15). A 4 KiB page whose every
 line changed is kept whole (:data:`WHOLE`), so a dense change is a list of
-pages rather than of 64 lines each. A :class:`PageSet` holds the
+pages rather than of 64 lines each. The journal holds less still: of each
+changed line, only its 8-byte words that differ from the file, after a byte
+that says which (:meth:`PageSet.keep_words`), so one changed float32 costs
+the journal 9 bytes and its line number, and the file its 64-byte line.
+A :class:`PageSet` holds the
 unit numbers and their bytes, contiguous, so a commit journals them with one
 write and writes them into the file with one numpy copy through a shared
 mapping, however scattered they are: no per-unit Python or system call.
@@ -28,6 +32,8 @@ PAGE = mmap.PAGESIZE
 #: and whole 4 KiB pages where every line of one changed (a dense change).
 LINE = 64
 WHOLE = _native.WHOLE_PAGE
+#: The journal's unit within a changed line: a line has LINE // WORD words, one bit each in its mask byte.
+WORD = 8
 
 
 #: A commit compares at least this many bytes with the file on several threads (2 MiB blocks each).
@@ -51,14 +57,57 @@ class PageSet:
     """Units ``pages`` (sorted) of ``unit`` bytes of the region at ``offset`` (``nbytes`` long), with their
     bytes ``data``."""
 
-    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray, unit: int = PAGE,
+    def __init__(self, offset: int, nbytes: int, pages: np.ndarray, data: np.ndarray | None, unit: int = PAGE,
                  view: np.ndarray | None = None):
         self.offset = offset
         self.nbytes = nbytes
         self.pages = np.ascontiguousarray(pages, dtype=np.int64)
-        self.data = data
+        self.data = data  # the units' bytes, packed; None for a set read back in word form (masks, words)
         self.unit = unit
         self.view = view  # the region's bytes in the file, writable (a storage's FileView), or None
+        self.masks: np.ndarray | None = None  # word form: a byte per line, bit w set if word w changed
+        self.words: np.ndarray | None = None  # word form: the changed words' bytes, line by line (uint8)
+
+    @classmethod
+    def from_words(cls, offset: int, nbytes: int, pages: np.ndarray, masks: np.ndarray,
+                   words: np.ndarray) -> "PageSet":
+        """64-byte lines held as their changed words only (what a journal record keeps: see :meth:`keep_words`),
+        which :meth:`scatter` writes over the region's other bytes."""
+        page_set = cls(offset, nbytes, pages, None, LINE)
+        if len(masks) != len(page_set.pages) or len(words) != WORD * _bits(masks):
+            raise WorldFormatError("a journal record's changed words do not match its masks")
+        if len(page_set.pages) and (page_set.pages[0] < 0 or (page_set.pages[-1] + 1) * LINE > nbytes):
+            raise WorldFormatError("a journal record's lines lie beyond the end of their layer")
+        page_set.masks, page_set.words = masks, words
+        return page_set
+
+    @property
+    def file_bytes(self) -> int:
+        """The bytes these units write into the file."""
+        return self.data.nbytes if self.data is not None else len(self.pages) * self.unit
+
+    @property
+    def journal_bytes(self) -> int:
+        """The bytes of the units' data in a journal record: the words and masks, or the units whole."""
+        if self.masks is not None:
+            return self.masks.nbytes + self.words.nbytes  # type: ignore[union-attr]
+        return self.data.nbytes  # type: ignore[union-attr]
+
+    def keep_words(self, theirs: np.ndarray) -> None:
+        """For a set of whole 64-byte lines: note, line by line, the 8-byte words that differ from ``theirs`` (the
+        file's bytes of the region, which the commit has not written yet), so the journal keeps those words and
+        a byte of mask per line instead of whole lines (issue 15: the bytes a scattered commit writes, journal
+        and file together, stay within twice the changed lines). The set itself still holds whole lines, which
+        the commit writes into the file. A set with the region's short last line stays as it is."""
+        count = len(self.pages)
+        if self.unit != LINE or not count or (self.pages[-1] + 1) * LINE > len(theirs):
+            return
+        full, _ = _split(theirs, LINE)
+        old = _native.gather_units(full, self.pages).reshape(count, LINE // WORD, WORD)
+        new = self.data.reshape(count, LINE // WORD, WORD)  # type: ignore[union-attr]
+        differ = (old != new).any(axis=2)
+        self.masks = np.packbits(differ, axis=1, bitorder="little").reshape(count)
+        self.words = new[differ].reshape(-1)
 
     @classmethod
     def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE,
@@ -106,10 +155,16 @@ class PageSet:
                 units = np.unique(units)
             if len(units):
                 sets.append(cls.gather(offset, region, units, unit, view))
+                sets[-1].keep_words(theirs)
         return sets
 
     def scatter(self, region: np.ndarray) -> None:
         """Write the units into ``region`` (a flat, writable uint8 array of the region's bytes)."""
+        if self.data is None:  # word form: each changed word at its line and slot
+            lines, slots = np.nonzero(np.unpackbits(self.masks[:, None], axis=1, bitorder="little"))
+            starts = self.pages[lines] * LINE + slots * WORD
+            region[starts[:, None] + np.arange(WORD)] = self.words.reshape(-1, WORD)
+            return
         full, tail = _split(region, self.unit)
         inner = self.pages[self.pages < len(full)]
         _native.scatter_units(full, inner, self.data[:len(inner) * self.unit].reshape(-1, self.unit))
@@ -182,6 +237,11 @@ def file_region(fd: int, offset: int, nbytes: int, access: int) -> np.ndarray:
     unmapped when the array goes."""
     mapping, delta = map_region(fd, offset, nbytes, access)
     return np.frombuffer(mapping, np.uint8, nbytes, delta)
+
+
+def _bits(masks: np.ndarray) -> int:
+    """How many bits are set in a uint8 array."""
+    return int(np.unpackbits(masks).sum()) if len(masks) else 0
 
 
 def _split(region: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
