@@ -579,14 +579,74 @@ def test_a_records_unit_numbers_decode_to_themselves(numbers):
         assert code == "d2"
 
 
-def test_a_records_crc_in_pieces_is_zlibs_crc_of_the_whole():
-    rng = np.random.default_rng(5)
-    for sizes in ([0], [7], [9 << 20], [3, 9 << 20, 1, 5 << 20, 0, 100], [1 << 20] * 12):
-        parts = [memoryview(rng.integers(0, 256, size, dtype=np.uint8).tobytes()) for size in sizes]
-        assert commit.crc32_of(parts)() == zlib.crc32(b"".join(bytes(part) for part in parts)), sizes
-    a, b = b"journal record", bytes(range(256)) * 300
-    assert commit.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
-    assert commit.crc32_combine(zlib.crc32(a), zlib.crc32(b""), 0) == zlib.crc32(a)
+#: A writer of a 2048 x 2048 float32 layer (16 MiB: its dense records are sealed) commits it rewritten, is
+#: checkpointed (its next record goes over the first), rewrites it again and dies: "data" after the new record's
+#: data but before its end, "end" after its end (before it wrote the file). argv: path, where.
+SEALED_WRITER = r"""
+import os, signal, sys
+import numpy as np
+import worldstore
+from worldstore import commit
+path, where = sys.argv[1], sys.argv[2]
+world = worldstore.open(path, "r+")
+world["A"].numpy()[...] = 1.0
+world.step()
+world.commit()
+commit.checkpoint(world)
+world["A"].numpy()[...] = 2.0
+world.step()
+original = commit._write_all
+def writing(fd, part, position):
+    if len(part) == commit._DIGEST + len(commit._END) and bytes(part).endswith(commit._END):  # the end
+        if where == "data":
+            os.kill(os.getpid(), signal.SIGKILL)
+        end = original(fd, part, position)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(fd, part, position)
+commit._write_all = writing
+world.commit()
+"""
+
+
+@posix_only
+@pytest.mark.parametrize("where, step, value", [("data", 1, 1.0), ("end", 2, 2.0)])
+def test_a_sealed_record_counts_only_once_its_end_is_written(tmp_path, where, step, value):
+    """A dense record's CRC covers its header only; its end, written after its data, says it is whole. Killed
+    before that end, the record is discarded, though the end of the older record it was written over lies
+    where its own would be; killed after it, it is replayed."""
+    path = str(tmp_path / "w.h5")
+    worldstore.create(path, WorldSpec(2048, 2048, 0, [LayerSpec("A", "resource")])).close()
+    proc = run_python(SEALED_WRITER, path, where)
+    assert proc.returncode == -9, proc.stderr
+    records, cut_short = commit.journal_records(path)
+    assert (len(records), cut_short) == ((0, True) if where == "data" else (1, False))
+    if records:
+        assert records[0]["check"] == "header"
+    worldstore.recover(path)
+    with worldstore.open(path) as world:
+        assert world.committed_step == step
+        assert (world["A"].numpy() == value).all()
+
+
+def test_a_durable_sealed_record_is_synced_before_its_end_is_written(tmp_path, monkeypatch):
+    """A power cut must not leave an end on the disk without the data it vouches for: the data is fsync'd,
+    then the end written and fsync'd. A small record is written whole, then fsync'd once."""
+    events = []
+    monkeypatch.setattr(_platform, "durable_sync", lambda fd: events.append("sync"))
+    original = commit._write_all
+    monkeypatch.setattr(commit, "_write_all", lambda fd, part, position: (
+        events.append("end" if bytes(part[-len(commit._END):]) == commit._END and len(part) == 12 else "write"),
+        original(fd, part, position))[1])
+    path = str(tmp_path / "w.h5")
+    with worldstore.create(path, WorldSpec(2048, 2048, 0, [LayerSpec("A", "resource")])) as world:
+        world["A"].numpy()[...] = 3.0
+        events.clear()
+        world.commit()
+        assert events[-4:] == ["write", "sync", "end", "sync"], events
+        world["A"][5, 5] = 4.0
+        events.clear()
+        world.commit()
+        assert events[-3:] == ["write", "end", "sync"] and events.count("sync") == 1, events
 
 
 def test_a_dense_change_is_journaled_from_the_layer_itself_and_replays(tmp_path):

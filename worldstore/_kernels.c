@@ -507,11 +507,15 @@ WS_EXPORT int ws_gather_f32(int64_t channels, const void *const *sources, const 
     return threads;
 }
 
-/* Where a and b differ, for a commit's journal: the 4 KiB pages in which every `line`-byte line differs go
- * to `whole` (their count to *nwhole), and the lines that differ in the other pages to `out` (returns how
- * many; the last line may be short). Whole pages are compared first (memcmp runs at memory speed), and
- * only the pages that differ line by line. A dense change is then a list of pages, not of 64 lines each.
- * `line` divides 4096. */
+/* Where a and b differ, for a commit's journal: the 4 KiB pages whose first WS_DENSE_LINES `line`-byte lines
+ * (or every line, where a page has fewer) all differ go to `whole` (their count to *nwhole), and the lines
+ * that differ in the other pages to `out` (returns how many; the last line may be short). Whole pages are
+ * compared first (memcmp runs at memory speed), and only the pages that differ line by line. A dense change
+ * is then a list of pages, not of 64 lines each, found without reading the rest of each page: a page taken
+ * whole may hold lines that did not change, which the journal then holds too (harmless: replaying them
+ * writes what the file holds), where reading all 64 lines of every page of a rewritten 256 MiB layer cost
+ * 11 ms. `line` divides 4096. */
+#define WS_DENSE_LINES 8
 WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t nbytes, int64_t line, int64_t *out,
                                    int64_t *whole, int64_t *nwhole)
 {
@@ -522,15 +526,19 @@ WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t n
         int64_t length = nbytes - start < page ? nbytes - start : page;
         if (memcmp(a + start, b + start, (size_t)length) == 0)
             continue;
-        int64_t first = count;
+        if (length == page) {
+            int64_t probe = page / line < WS_DENSE_LINES ? page / line : WS_DENSE_LINES, k = 0;
+            while (k < probe && memcmp(a + start + k * line, b + start + k * line, (size_t)line) != 0)
+                k++;
+            if (k == probe) {
+                whole[(*nwhole)++] = start / page;
+                continue;
+            }
+        }
         for (int64_t at = start; at < start + length; at += line) {
             int64_t piece = start + length - at < line ? start + length - at : line;
             if (memcmp(a + at, b + at, (size_t)piece) != 0)
                 out[count++] = at / line;
-        }
-        if (length == page && count - first == page / line) {
-            whole[(*nwhole)++] = start / page;
-            count = first;
         }
     }
     return count;

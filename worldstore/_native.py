@@ -241,15 +241,18 @@ def gather_f32(sources: list[tuple[int, np.ndarray, float]], positions: np.ndarr
                           CHUNK_ROWS)
 
 
-#: The pages a commit journals whole when every line of one changed (see :func:`changed_lines`).
+#: The pages a commit journals whole when their first DENSE_LINES lines changed (see :func:`changed_lines`).
 WHOLE_PAGE = 4096
+DENSE_LINES = 8  # as WS_DENSE_LINES in _kernels.c
 
 
 def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> tuple[np.ndarray, np.ndarray]:
     """Where flat uint8 arrays ``a`` and ``b`` differ, a commit's search for what changed: ``(pages, lines)``,
-    the 4 KiB pages in which every ``line``-byte line differs, and the lines that differ in the other pages
-    (the last line may be short; ``line`` divides 4096). The compiled kernel compares pages first (memcmp
-    runs at memory speed) and only the pages that differ line by line."""
+    the 4 KiB pages whose first :data:`DENSE_LINES` ``line``-byte lines all differ (every line, where a page
+    has fewer), taken whole, and the lines that differ in the other pages (the last line may be short;
+    ``line`` divides 4096). The compiled kernel compares pages first (memcmp runs at memory speed), then the
+    first lines of each page that differs, and only the others line by line: a rewritten layer is found
+    without reading most of it, and the few unchanged lines a page taken whole may hold are journaled too."""
     if library is not None:
         out = np.empty(-(-len(a) // line), dtype=np.int64)
         whole = np.empty(len(a) // WHOLE_PAGE, dtype=np.int64)
@@ -257,16 +260,14 @@ def changed_lines(a: np.ndarray, b: np.ndarray, line: int) -> tuple[np.ndarray, 
         count = library.ws_changed_lines(_ptr(a), _ptr(b), len(a), line, _ptr(out), _ptr(whole), _ptr(found))
         return whole[:found[0]], out[:count]
     full = len(a) // line * line
-    lines = np.flatnonzero((a[:full].reshape(-1, line) != b[:full].reshape(-1, line)).any(axis=1))
+    differ = (a[:full].reshape(-1, line) != b[:full].reshape(-1, line)).any(axis=1)
+    lines = np.flatnonzero(differ)
     if full < len(a) and (a[full:] != b[full:]).any():
         lines = np.append(lines, full // line)
     per_page = WHOLE_PAGE // line
-    page_of = lines // per_page
-    starts = np.flatnonzero(np.concatenate(([True], page_of[1:] != page_of[:-1]))) if len(lines) else lines
-    counts = np.diff(np.concatenate((starts, [len(lines)])))
-    pages = page_of[starts][counts == per_page]
-    pages = pages[(pages + 1) * WHOLE_PAGE <= len(a)]
-    return pages, lines[~np.isin(page_of, pages)]
+    probe = min(per_page, DENSE_LINES)
+    pages = np.flatnonzero(differ[:len(a) // WHOLE_PAGE * per_page].reshape(-1, per_page)[:, :probe].all(axis=1))
+    return pages, lines[~np.isin(lines // per_page, pages)]
 
 
 def gather_units(full: np.ndarray, units: np.ndarray) -> np.ndarray:

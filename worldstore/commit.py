@@ -57,10 +57,10 @@ from typing import Any, Callable, Iterator, Protocol, TypeVar
 import h5py
 import numpy as np
 
-from . import _native, _platform, _schema, recovery
+from . import _platform, _schema, recovery
 from .errors import DiskFullError, WorldFormatError, WorldLockedError, WorldReplacedError
 from .storage import hdf5journal
-from .storage.pages import LINE, PAGE, PageSet, pool
+from .storage.pages import LINE, PAGE, PageSet
 
 
 
@@ -173,8 +173,9 @@ class Changes:
         """The bytes the commit writes into the layers: their lines and pages, and sparse layers' cells."""
         return sum(p.file_bytes for p in self.pages) + sum(c.nbytes + v.nbytes for c, v in self.coo.values())
 
-    def header(self) -> bytes:
-        return json.dumps({
+    def header(self, sealed: bool = False) -> bytes:
+        """The record's header, JSON. ``sealed``: the record's CRC covers the header only (:func:`write_journal`)."""
+        fields = {
             "world": self.world_id,
             "session": self.session,
             "step": self.step,
@@ -184,7 +185,10 @@ class Changes:
                        _WORDS if p.masks is not None else _UNITS]
                       for p, (code, base, _) in zip(self.pages, self._indexes())],
             "coo": [[name, len(values), values.dtype.str] for name, (_, values) in self.coo.items()],
-        }).encode()
+        }
+        if sealed:
+            fields["check"] = _SEALED
+        return json.dumps(fields).encode()
 
     def _indexes(self) -> list[tuple[str, int, np.ndarray]]:
         if self._encoded is None or len(self._encoded) != len(self.pages):
@@ -203,6 +207,9 @@ class Changes:
             yield _raw(np.ascontiguousarray(coords, dtype=np.int32))
             yield _raw(np.ascontiguousarray(values))
 
+
+#: A sealed record's header says so: its CRC covers the magic, the header's length and the header.
+_SEALED = "header"
 
 #: How a record stores a page set's data: its units whole, or (lines only) a mask byte per line and then the
 #: 8-byte words its bits name (``PageSet.keep_words``).
@@ -294,27 +301,37 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
     """Write ``changes`` as one checksummed record at ``start`` in ``path``'s journal; return where it ends.
 
     Records follow one another from the journal's start, their sequences 2 apart; a checkpoint starts the
-    chain again at 0 over the old bytes (whose records the chain no longer reaches). On any error the record
-    is left cut short where it is (the next attempt writes over it; replay stops before it), or the journal
-    removed if it held nothing else, and the error is re-raised.
+    chain again at 0 over the old bytes (whose records the chain no longer reaches). A record ends with a
+    CRC-32 and an end mark. A small record's CRC covers all of it. A *sealed* one (data of
+    :data:`SEALED_BYTES` or more, a dense change) has a CRC of its header only, written after its data is
+    whole (``durable``: after an fsync of the data), as ext4's journal writes its commit block: a kill
+    stops a write between pages but never lets a later write land before an earlier one, so an end whose
+    CRC matches this header (its sequence, its session) says every byte before it landed, without the
+    32 ms a CRC of 256 MiB costs. On any error the record is left cut short where it is (the next attempt
+    writes over it; replay stops before it), or the journal removed if it held nothing else, and the error
+    is re-raised.
     """
     journal = journal_path(path)
     created = not os.path.exists(journal)
     fd = _platform.open_fd(journal, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         try:
-            header = changes.header()
-            parts = [memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header),
-                     *changes.blocks()]
-            end = start + sum(len(part) for part in parts) + _DIGEST + len(_END)
+            blocks = [*changes.blocks()]
+            sealed = sum(len(block) for block in blocks) >= SEALED_BYTES
+            header = changes.header(sealed)
+            head = [memoryview(_MAGIC), memoryview(len(header).to_bytes(8, "little")), memoryview(header)]
+            end = start + sum(len(part) for part in head + blocks) + _DIGEST + len(_END)
             size = os.fstat(fd).st_size
             if end > size:  # room ahead, reserved in one call: writing over reserved blocks is many times
                 _platform.reserve_blocks(fd, size, max(end, 2 * size) - size)  # faster than growing the file
+            crc = 0
+            for part in head if sealed else head + blocks:
+                crc = zlib.crc32(part, crc)
             position = start
-            checksum = crc32_of(parts)  # on other threads, while this one writes
-            for part in parts:
+            for part in head + blocks:
                 position = _write_all(fd, part, position)
-            crc = checksum()
+            if sealed and durable:  # the data on the disk before the end that vouches for it
+                _platform.durable_sync(fd)
             position = _write_all(fd, memoryview(crc.to_bytes(_DIGEST, "little") + _END), position)
             if durable:
                 _platform.durable_sync(fd)
@@ -329,85 +346,8 @@ def write_journal(path: str, changes: Changes, durable: bool, start: int = 0) ->
         os.close(fd)
 
 
-#: A record's CRC-32 is computed in pieces on the commit threads from this many bytes on, the pieces'
-#: CRCs combined (zlib's crc32_combine): a dense commit's checksum then costs no time of the writing thread.
-_PARALLEL_CRC_BYTES = 8 << 20
-
-
-def crc32_of(parts: list[memoryview]) -> Callable[[], int]:
-    """What gives the CRC-32 of ``parts`` one after another. A large record's is computed meanwhile, in
-    pieces on the commit threads (zlib's crc32 lets go of the GIL), and the pieces' CRCs combined."""
-    total = sum(len(part) for part in parts)
-    if total < _PARALLEL_CRC_BYTES or _native.threads < 2:
-        crc = 0
-        for part in parts:
-            crc = zlib.crc32(part, crc)
-        return lambda: crc
-    share = -(-total // (2 * _native.threads))
-    pieces: list[list[memoryview]] = [[]]
-    filled = 0
-    for part in parts:
-        while len(part):
-            take = min(len(part), share - filled)
-            pieces[-1].append(part[:take])
-            part, filled = part[take:], filled + take
-            if filled == share:
-                pieces.append([])
-                filled = 0
-
-    def crc_of(piece: list[memoryview]) -> tuple[int, int]:
-        crc = 0
-        for view in piece:
-            crc = zlib.crc32(view, crc)
-        return crc, sum(len(view) for view in piece)
-
-    futures = [pool().submit(crc_of, piece) for piece in pieces if piece]
-
-    def combined() -> int:
-        crc = 0
-        for future in futures:
-            piece_crc, length = future.result()
-            crc = crc32_combine(crc, piece_crc, length)
-        return crc
-
-    return combined
-
-
-def _gf2_times(matrix: list[int], vector: int) -> int:
-    total, row = 0, 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[row]
-        vector >>= 1
-        row += 1
-    return total
-
-
-def _gf2_square(matrix: list[int]) -> list[int]:
-    return [_gf2_times(matrix, row) for row in matrix]
-
-
-def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
-    """The CRC-32 of A + B from ``crc1`` of A, ``crc2`` of B and B's length (zlib's crc32_combine)."""
-    if length2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four
-    while True:  # then one zero byte, two, four...: applied where length2 has a bit
-        even = _gf2_square(odd)
-        if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-        odd = _gf2_square(even)
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-    return crc1 ^ crc2
+#: A record whose data reach this many bytes is sealed (see :func:`write_journal`): its CRC covers its header.
+SEALED_BYTES = 8 << 20
 
 
 def checkpoint_bytes(world: "World") -> int:
@@ -676,8 +616,9 @@ def journal_records(path: str) -> tuple[list[dict[str, Any]], bool]:
                 return records, True
             crc = 0
             at = position
-            while at < end:
-                piece = _platform.pread(fd, min(_PIECE, end - at), at)
+            covered = position + 16 + header_length if header.get("check") == _SEALED else end
+            while at < covered:
+                piece = _platform.pread(fd, min(_PIECE, covered - at), at)
                 crc = zlib.crc32(piece, crc)
                 at += len(piece)
             if _platform.pread(fd, _DIGEST + len(_END), end) != crc.to_bytes(_DIGEST, "little") + _END:

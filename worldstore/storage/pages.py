@@ -36,6 +36,8 @@ WHOLE = _native.WHOLE_PAGE
 WORD = 8
 
 
+#: A run of whole pages at least this long is written into the file by ``pwrite`` (see :meth:`PageSet.write_into`).
+_PWRITE_BYTES = 1 << 20
 #: A commit compares at least this many bytes with the file on several threads (2 MiB blocks each).
 _PARALLEL_BYTES = 4 << 20
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
@@ -173,7 +175,14 @@ class PageSet:
 
     def write_into(self, fd: int) -> None:
         """Write the units into the file behind ``fd``, through the storage's mapping of the region (or a
-        temporary one: a replay)."""
+        temporary one: a replay). One long run of whole pages (a dense change) goes by positioned writes
+        instead: the pages a checkpoint has written back are write-protected in a shared mapping, and a copy
+        through it faults on each of them (measured: 77 ms instead of 16 for a 256 MiB layer right after a
+        checkpoint), where ``pwrite`` dirties them in the page cache without a fault."""
+        if self.data is not None and self.data.nbytes >= _PWRITE_BYTES and self.unit == WHOLE and \
+                self.pages[-1] - self.pages[0] == len(self.pages) - 1 and self.data.flags.c_contiguous:
+            _platform.pwrite_all(fd, memoryview(self.data), self.offset + int(self.pages[0]) * self.unit)
+            return
         if len(self.pages):
             view = self.view if self.view is not None else file_region(fd, self.offset, self.nbytes,
                                                                        mmap.ACCESS_WRITE)
