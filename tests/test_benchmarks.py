@@ -142,14 +142,18 @@ def test_persist_reports_both_cases_side_by_side(tmp_path):
     for case in ("scattered", "dense"):
         result = report["cases"][case]
         assert set(result["backends"]) - {"zarr 3 + fsync"} == {"worldstore", "worldstore (durable=False)",
-                                                                 "memmap + msync", "h5py + flush", "numpy (RAM)"}
+                                                                 "memmap + msync", "h5py + flush", "numpy (RAM)",
+                                                                 "write-ahead floor"}
         for entry in result["backends"].values():
             assert finite(entry["step_ms"]) and finite(entry["persist_ms"]) and positive(entry["total_ms"])
         assert positive(result["ratio_vs_memmap_msync"]) and positive(result["ratio_of_means_vs_memmap_msync"])
         assert positive(result["changed_mb_64b_lines"]) and positive(result["journal_mb"])
-    # a commit journals the changed lines, no more (the 64-byte granularity of issue 15)
+        assert positive(result["floor_vs_memmap_msync"]) and positive(result["floor_of_means_vs_memmap_msync"])
+    # a commit writes the changed lines into the file, no more (the 64-byte granularity of issue 15), and its
+    # record holds their changed words: journal and file together within twice the changed lines
     scattered = report["cases"]["scattered"]
     assert scattered["journal_mb"] <= 1.2 * scattered["changed_mb_64b_lines"]
+    assert scattered["written_per_changed"] <= 2.0
     assert report["_workdir_left"] == []
 
 
