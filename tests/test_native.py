@@ -158,3 +158,26 @@ def test_gather_and_scatter_of_units_match_numpy(seed, n, unit, count):
         np.testing.assert_array_equal(_native.gather_units(full, units), full[units])
     finally:
         _native.library = library
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 300), st.integers(0, 200))
+def test_line_words_match_numpy(seed, lines, changes):
+    """A commit's changed words of changed lines (issue 15's journal): mask bytes and words, compiled and numpy."""
+    rng = np.random.default_rng(seed)
+    old = rng.integers(0, 256, (lines + 5, 64), dtype=np.uint8)
+    units = np.sort(rng.choice(len(old), size=lines, replace=False)).astype(np.int64)
+    new = old[units].copy()
+    if lines:
+        new.reshape(-1)[rng.integers(0, new.size, changes)] ^= 0x5A
+    masks, words = _native.line_words(new, old, units)
+    library, _native.library = _native.library, None
+    try:
+        twin_masks, twin_words = _native.line_words(new, old, units)
+    finally:
+        _native.library = library
+    assert masks.tolist() == twin_masks.tolist() and words.tolist() == twin_words.tolist()
+    expected = [sum(1 << w for w in range(8) if (new[k, 8 * w:8 * w + 8] != old[units[k], 8 * w:8 * w + 8]).any())
+                for k in range(lines)]
+    assert masks.tolist() == expected
+    assert len(words) == 8 * sum(bin(mask).count("1") for mask in expected)

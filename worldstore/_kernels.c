@@ -544,6 +544,33 @@ WS_EXPORT int64_t ws_changed_lines(const uint8_t *a, const uint8_t *b, int64_t n
     return count;
 }
 
+/* For a commit's journal: of each 64-byte line k of `lines` (n of them, packed), the 8-byte words that differ
+ * from line units[k] of `old` (the file's bytes of the region, which the commit has not written yet): a mask
+ * byte per line to `masks` (bit w set: word w differs) and the differing words, line by line, to `words`
+ * (room for n * 64 bytes). Returns how many words. Words are compared as bytes (memcpy into integers), so
+ * neither buffer needs any alignment. */
+WS_EXPORT int64_t ws_line_words(const uint8_t *lines, const uint8_t *old, const int64_t *units, int64_t n,
+                                uint8_t *masks, uint8_t *words)
+{
+    int64_t count = 0;
+    for (int64_t k = 0; k < n; k++) {
+        const uint8_t *a = lines + k * 64, *b = old + units[k] * 64;
+        uint8_t mask = 0;
+        for (int w = 0; w < 8; w++) {
+            uint64_t x, y;
+            memcpy(&x, a + w * 8, 8);
+            memcpy(&y, b + w * 8, 8);
+            if (x != y) {
+                mask |= (uint8_t)(1u << w);
+                memcpy(words + count * 8, &x, 8);
+                count++;
+            }
+        }
+        masks[k] = mask;
+    }
+    return count;
+}
+
 /* Copy units (lines or pages of `unit` bytes) between a region and a packed buffer: gather (to_packed != 0)
  * packed[k] <- region[units[k]], else scatter region[units[k]] <- packed[k]. `units` is sorted; runs of
  * consecutive units are copied with one memcpy, so a dense change copies at memory speed. */

@@ -33,6 +33,7 @@ _KERNELS = {
     "ws_decay_f64": (i64, [ptr, i64, ctypes.c_double, ctypes.c_double]),
     "ws_changed_lines": (i64, [ptr, ptr, i64, i64, ptr, ptr, ptr]),
     "ws_copy_units": (None, [ptr, ptr, ptr, i64, i64, ctypes.c_int]),
+    "ws_line_words": (i64, [ptr, ptr, ptr, i64, ptr, ptr]),
 }
 _COW = {
     "ws_cow_register": (i64, [ptr, i64, ctypes.c_int, i64, ptr]),
@@ -279,6 +280,23 @@ def gather_units(full: np.ndarray, units: np.ndarray) -> np.ndarray:
     else:
         np.take(full, units, axis=0, out=out)
     return out
+
+
+def line_words(lines: np.ndarray, old: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(masks, words)``: of each 64-byte line of ``lines`` (a C-contiguous ``(n, 64)`` uint8 array), the 8-byte
+    words that differ from line ``units[k]`` of ``old`` (C-contiguous ``(m, 64)`` uint8): a mask byte per line
+    (bit w set, least significant first: word w differs) and the differing words' bytes, line by line."""
+    count = len(units)
+    if library is not None and count:
+        units = np.ascontiguousarray(units, np.int64)
+        masks = np.empty(count, np.uint8)
+        words = np.empty(count * 64, np.uint8)
+        found = library.ws_line_words(_ptr(lines), _ptr(old), _ptr(units), count, _ptr(masks), _ptr(words))
+        return masks, words[:found * 8].copy()
+    theirs = np.take(old, units, axis=0).reshape(count, 8, 8)
+    ours = lines.reshape(count, 8, 8)
+    differ = (theirs != ours).any(axis=2)
+    return np.packbits(differ, axis=1, bitorder="little").reshape(count), ours[differ].reshape(-1)
 
 
 def scatter_units(full: np.ndarray, units: np.ndarray, packed: np.ndarray) -> None:

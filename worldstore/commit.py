@@ -255,6 +255,14 @@ class FileState:
         self.group = h5file[_schema.LAYERS_GROUP]
         self.kinds: dict[str, str] = {}
         self.coo_rows: dict[str, int] = {}
+        self.clock = _schema.Clock(h5file)
+        self._coo: dict[str, tuple[h5py.Dataset, ...]] = {}
+
+    def coo(self, spec, name: str) -> tuple[h5py.Dataset, ...]:
+        """Temporal layer ``name``'s COO datasets, looked up once."""
+        if name not in self._coo:
+            self._coo[name] = _schema.coo_datasets(self.group, spec, name)
+        return self._coo[name]
 
     def rows(self, spec, name: str) -> int:
         if name not in self.coo_rows:
@@ -474,7 +482,7 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
     group = state.group if state is not None else h5file[_schema.LAYERS_GROUP]
     structural = bool(changes.unjournaled or changes.coo)
     for name, (coords, values) in changes.coo.items():
-        _schema.write_coo(group, spec, name, coords, values)
+        _schema.write_coo(group, spec, name, coords, values, state.coo(spec, name) if state is not None else None)
         if state is not None:
             state.coo_rows[name] = len(values)
     for name, kind in changes.kinds.items():
@@ -483,7 +491,10 @@ def apply(h5file, fd: int, spec, changes: Changes, durable: bool, sequence_offse
         structural = _schema.write_storage_kind(group, name, kind) or structural
         if state is not None:
             state.kinds[name] = kind
-    _schema.write_clock(h5file, changes.step, changes.step)
+    if state is not None:
+        state.clock.write(changes.step, changes.step)
+    else:
+        _schema.write_clock(h5file, changes.step, changes.step)
     h5file.flush()
     if durable:
         _platform.durable_sync(fd)

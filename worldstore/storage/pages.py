@@ -105,11 +105,8 @@ class PageSet:
         if self.unit != LINE or not count or (self.pages[-1] + 1) * LINE > len(theirs):
             return
         full, _ = _split(theirs, LINE)
-        old = _native.gather_units(full, self.pages).reshape(count, LINE // WORD, WORD)
-        new = self.data.reshape(count, LINE // WORD, WORD)  # type: ignore[union-attr]
-        differ = (old != new).any(axis=2)
-        self.masks = np.packbits(differ, axis=1, bitorder="little").reshape(count)
-        self.words = new[differ].reshape(-1)
+        self.masks, self.words = _native.line_words(self.data.reshape(count, LINE), full,  # type: ignore[union-attr]
+                                                    self.pages)
 
     @classmethod
     def gather(cls, offset: int, region: np.ndarray, pages: np.ndarray, unit: int = PAGE,
