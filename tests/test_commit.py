@@ -462,6 +462,14 @@ def test_a_layer_the_block_copier_cannot_take_is_mapped_private(tmp_path, monkey
         assert world["A"][3, 4] == 5.0 and world["A"][3, 5] == 6.0
 
 
+def leave_record(path: str, magic: bytes, fields: dict, data: bytes) -> None:
+    """Leave ``path``'s journal holding one whole record, as a killed writer of format ``magic`` would have."""
+    header = json.dumps({"kinds": {}, "coo": [], **fields}).encode()
+    record = magic + len(header).to_bytes(8, "little") + header + data
+    with open(commit.journal_path(path), "wb") as f:
+        f.write(record + zlib.crc32(record).to_bytes(4, "little") + b"WSJEND02")
+
+
 def test_a_journal_of_whole_pages_left_by_an_older_writer_is_replayed(tmp_path):
     """Journals now hold 64-byte lines (WSJOURN3). One that a writer of the page-journal format (WSJOURN2)
     left when it was killed must still be finished, not discarded: it holds a commit."""
@@ -475,14 +483,9 @@ def test_a_journal_of_whole_pages_left_by_an_older_writer_is_replayed(tmp_path):
         offset, sequence, world_id = storage._offset, world._sequence, world._world_id
         page = np.asarray(world["MAPPED"].numpy()).reshape(-1).view(np.uint8)[:PAGE_BYTES].copy()
     page.view(np.float32)[3] = 5.0  # the commit that never reached the file: MAPPED's cell 3 of its first page
-    header = json.dumps({"world": world_id, "step": 7, "sequence": sequence + 2, "kinds": {},
-                         "pages": [[offset, PAGE_BYTES, 1, PAGE_BYTES]], "coo": []}).encode()
-    parts = [b"WSJOURN2", len(header).to_bytes(8, "little"), header, np.int64(0).tobytes(), page.tobytes()]
-    crc = 0
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    with open(commit.journal_path(path), "wb") as f:
-        f.write(b"".join(parts) + crc.to_bytes(4, "little") + b"WSJEND02")
+    leave_record(path, b"WSJOURN2", {"world": world_id, "step": 7, "sequence": sequence + 2,
+                                     "pages": [[offset, PAGE_BYTES, 1, PAGE_BYTES]]},
+                 np.int64(0).tobytes() + page.tobytes())
     assert worldstore.recover(path)["journal"] == "replayed"
     with worldstore.open(path) as world:
         assert world["MAPPED"].numpy().reshape(-1)[3] == 5.0 and world.committed_step == 7
@@ -734,20 +737,25 @@ world.commit()
 """
 
 
-def test_a_journal_of_whole_lines_left_by_an_older_writer_is_replayed(tmp_path):
-    """A WSJOURN3 record (whole 64-byte lines, no form field) left by a killed writer is still finished."""
-    path = str(tmp_path / "w.h5")
+def committed_world(path: str) -> tuple[dict, tuple[int, int], np.ndarray]:
+    """A world of :func:`spec` at ``path``, committed and closed: the fields of a record of its next commit
+    (step 4), where MAPPED lies in the file, and MAPPED's bytes."""
     with worldstore.create(path, spec()) as world:
         world.commit()
         storage = world._storages["MAPPED"]
-        offset, nbytes, sequence, world_id = storage._offset, storage.array.nbytes, world._sequence, world._world_id
-        line = np.asarray(world["MAPPED"].numpy()).reshape(-1).view(np.uint8)[LINE:2 * LINE].copy()
+        fields = {"world": world._world_id, "step": 4, "sequence": world._sequence + 2}
+        layer = np.asarray(world["MAPPED"].numpy()).reshape(-1).view(np.uint8).copy()
+        return fields, (storage._offset, storage.array.nbytes), layer
+
+
+def test_a_journal_of_whole_lines_left_by_an_older_writer_is_replayed(tmp_path):
+    """A WSJOURN3 record (whole 64-byte lines, no form field) left by a killed writer is still finished."""
+    path = str(tmp_path / "w.h5")
+    fields, (offset, nbytes), layer = committed_world(path)
+    line = layer[LINE:2 * LINE].copy()
     line.view(np.float32)[1] = 7.0  # cell 17 of MAPPED
-    header = json.dumps({"world": world_id, "step": 4, "sequence": sequence + 2, "kinds": {},
-                         "pages": [[offset, nbytes, 1, LINE, LINE, "i8", 0]], "coo": []}).encode()
-    parts = [b"WSJOURN3", len(header).to_bytes(8, "little"), header, np.int64(1).tobytes(), line.tobytes()]
-    with open(commit.journal_path(path), "wb") as f:
-        f.write(b"".join(parts) + zlib.crc32(b"".join(parts)).to_bytes(4, "little") + b"WSJEND02")
+    leave_record(path, b"WSJOURN3", {**fields, "pages": [[offset, nbytes, 1, LINE, LINE, "i8", 0]]},
+                 np.int64(1).tobytes() + line.tobytes())
     assert worldstore.recover(path)["journal"] == "replayed"
     with worldstore.open(path) as world:
         assert world["MAPPED"].numpy().reshape(-1)[17] == 7.0 and world.committed_step == 4
@@ -755,15 +763,9 @@ def test_a_journal_of_whole_lines_left_by_an_older_writer_is_replayed(tmp_path):
 
 def test_a_record_in_a_form_this_version_cannot_read_is_refused_by_name(tmp_path):
     path = str(tmp_path / "w.h5")
-    with worldstore.create(path, spec()) as world:
-        world.commit()
-        storage = world._storages["MAPPED"]
-        offset, nbytes, sequence, world_id = storage._offset, storage.array.nbytes, world._sequence, world._world_id
-    header = json.dumps({"world": world_id, "step": 4, "sequence": sequence + 2, "kinds": {},
-                         "pages": [[offset, nbytes, 1, LINE, LINE, "i8", 0, "zz"]], "coo": []}).encode()
-    parts = [commit._MAGIC, len(header).to_bytes(8, "little"), header, np.int64(1).tobytes(), bytes(LINE)]
-    with open(commit.journal_path(path), "wb") as f:
-        f.write(b"".join(parts) + zlib.crc32(b"".join(parts)).to_bytes(4, "little") + b"WSJEND02")
+    fields, (offset, nbytes), _ = committed_world(path)
+    leave_record(path, commit._MAGIC, {**fields, "pages": [[offset, nbytes, 1, LINE, LINE, "i8", 0, "zz"]]},
+                 np.int64(1).tobytes() + bytes(LINE))
     before = digest(path)
     with pytest.raises(worldstore.WorldFormatError, match="'zz'"):
         worldstore.recover(path)

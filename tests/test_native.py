@@ -15,6 +15,15 @@ pytestmark = pytest.mark.skipif(_native.library is None, reason="the C kernels w
 DTYPES = [np.float16, np.float32, np.float64]
 
 
+def numpy_twin(function, *args):
+    """``function(*args)`` with the compiled kernels put aside: what its numpy twin returns."""
+    library, _native.library = _native.library, None
+    try:
+        return function(*args)
+    finally:
+        _native.library = library
+
+
 def sorted_disjoint(rng: np.random.Generator, grid: int, na: int, nb: int):
     cells = rng.choice(grid, size=min(grid, na + nb), replace=False)
     return np.sort(cells[:na]).astype(np.int64), np.sort(cells[na:]).astype(np.int64)
@@ -122,11 +131,7 @@ def test_changed_lines_matches_numpy(seed, n, line, changes):
             start = int(rng.integers(0, n))
             b[start:start + 4096 + 100] ^= 0xFF
     pages, lines = _native.changed_lines(a, b, line)
-    library, _native.library = _native.library, None
-    try:
-        twin_pages, twin_lines = _native.changed_lines(a, b, line)
-    finally:
-        _native.library = library
+    twin_pages, twin_lines = numpy_twin(_native.changed_lines, a, b, line)
     assert pages.tolist() == twin_pages.tolist() and lines.tolist() == twin_lines.tolist()
     differing = sorted({i // line for i in np.flatnonzero(a != b).tolist()})
     per_page = 4096 // line
@@ -171,11 +176,7 @@ def test_line_words_match_numpy(seed, lines, changes):
     if lines:
         new.reshape(-1)[rng.integers(0, new.size, changes)] ^= 0x5A
     masks, words = _native.line_words(new, old, units)
-    library, _native.library = _native.library, None
-    try:
-        twin_masks, twin_words = _native.line_words(new, old, units)
-    finally:
-        _native.library = library
+    twin_masks, twin_words = numpy_twin(_native.line_words, new, old, units)
     assert masks.tolist() == twin_masks.tolist() and words.tolist() == twin_words.tolist()
     expected = [sum(1 << w for w in range(8) if (new[k, 8 * w:8 * w + 8] != old[units[k], 8 * w:8 * w + 8]).any())
                 for k in range(lines)]

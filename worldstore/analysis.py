@@ -39,7 +39,7 @@ from typing import Any, Union
 import h5py
 import numpy as np
 
-from . import _platform, _schema
+from . import _platform, _schema, recovery
 from . import commit as _commit
 from .commit import consistent
 from .errors import HistoryError, WorldFormatError, WorldLockedError, WorldNotFoundError
@@ -177,7 +177,12 @@ def _open(path: str) -> h5py.File:
     """Open a world file read-only, as a reader beside a running SWMR writer where there is one."""
     _schema.load_filters()  # Blosc2 history, in worker processes too
     try:
-        return _commit.shared_file(path) or h5py.File(path, "r")
+        shared = _commit.shared_file(path)
+        if shared is not None:
+            return shared
+        if _swmr_writer_flags(path):  # a SWMR writer's file: a plain open would be refused (or, while the
+            return _open_swmr_reader(path, None)  # writer grows it, find it shorter than its superblock says)
+        return h5py.File(path, "r")
     except FileNotFoundError as exc:
         raise WorldNotFoundError(errno.ENOENT, "no such world file", path) from exc
     except OSError as exc:
@@ -190,7 +195,8 @@ def _open(path: str) -> h5py.File:
             raise WorldLockedError(f"{path} is held open for writing by another process, not in SWMR mode: HDF5 "
                                    "lets readers in only while the writer runs in SWMR mode "
                                    "(worldstore.open(path, 'r+', swmr=True))") from exc
-        if "lock" not in message:  # HDF5 would say "not an HDF5 file", "truncated"...
+        if "unable to lock file" not in message and "file locking" not in message:
+            # HDF5 would say "not an HDF5 file", "truncated file: ... sblock->base_addr" (no lock: sb-lock)...
             raise WorldFormatError(f"{path} cannot be opened as HDF5: {exc}") from exc
     # File systems without locks, or this process already holds the file with the other locking flag.
     try:
@@ -199,13 +205,22 @@ def _open(path: str) -> h5py.File:
         raise WorldFormatError(f"{path} cannot be opened as HDF5: {exc}") from exc
 
 
-def _open_swmr_reader(path: str, first: OSError) -> h5py.File:
+def _swmr_writer_flags(path: str) -> bool:
+    """Whether the superblock says a SWMR writer has the file open (False for a file that is not a world's, or
+    not HDF5: the plain open then says what is wrong)."""
+    try:
+        return bool(recovery.status_flags(path) & recovery.SWMR_WRITE_FLAG)
+    except WorldFormatError:
+        return False
+
+
+def _open_swmr_reader(path: str, first: OSError | None) -> h5py.File:
     try:
         return h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise WorldLockedError(f"{path} is marked open for writing, but not by a SWMR writer: a writer killed "
                                "before it closed the file left it so (worldstore.recover(path) clears it), "
-                               f"or one is running without SWMR ({first})") from exc
+                               f"or one is running without SWMR ({first or exc})") from exc
 
 
 # -- what the file holds ---------------------------------------------------------------------------------

@@ -209,11 +209,15 @@ def snapshot_cells(group: h5py.Group, spec: WorldSpec, name: str, index: int,
 
     Checks that the snapshot's range fits the stored cells and that they lie
     inside the world (:class:`WorldFormatError`). A SWMR reader refreshes the
-    datasets first. Used by :func:`read_state`, ``to_xarray`` and ``validate``.
+    datasets first (:func:`_refresh_cells`). Used by :func:`read_state`,
+    ``to_xarray`` and ``validate``.
     """
     where = f"layer {name!r} at snapshot {index}"
     coords_name, values_name, start_name = _schema.history_names(spec, name)
     starts, values, coords_dset = group[start_name], group[values_name], group[coords_name]
+    if group.file.swmr_mode and group.file.mode == "r":  # a SWMR reader: see the datasets as they are now
+        _refresh_cells(values, coords_dset)
+        starts.refresh()  # the cells' extent first, then the starts: cells seen are never newer than the starts
     total = values.shape[0]
     begin = int(starts[index])
     # Up to where the next snapshot begins (its start is written before its cells, which a writer
@@ -235,6 +239,19 @@ def snapshot_cells(group: h5py.Group, spec: WorldSpec, name: str, index: int,
 _REFRESH_TRIES = 100
 
 
+def _refresh_cells(values: h5py.Dataset, coords: h5py.Dataset) -> None:
+    """Refresh a temporal layer's history cells in a SWMR reader until their two datasets agree in extent. A
+    snapshot that lands between the two refreshes (or, in a file opened afresh, between the two datasets'
+    opens) leaves them of two sizes: the writer resizes both before one flush (580e2bb: the viewer; then
+    ``to_xarray``'s blocks, which open the file for each read)."""
+    for _ in range(_REFRESH_TRIES):
+        values.refresh()
+        coords.refresh()
+        if coords.shape[0] == values.shape[0]:
+            return
+        time.sleep(0.001)
+
+
 def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Layer ``name`` at snapshot ``index``: a dense array, or ``(coords, values)`` of a temporal layer."""
     group = history_group(world)
@@ -242,18 +259,6 @@ def read_state(world: "World", index: int, name: str) -> np.ndarray | tuple[np.n
     where = f"layer {name!r} at snapshot {index}"
     with _schema.format_errors(world.path, where):
         if spec.layer(name).grid_class == "temporal":
-            if not world.writable and world._file.swmr_mode:
-                # The cells' extent first, then the starts: cells seen are never newer than the starts.
-                # A snapshot that lands between the two cells' refreshes leaves them of two sizes (the
-                # writer resizes both before one flush): refresh them again until they agree.
-                coords_name, values_name, start_name = _schema.history_names(spec, name)
-                for _ in range(_REFRESH_TRIES):
-                    group[values_name].refresh()
-                    group[coords_name].refresh()
-                    if group[coords_name].shape[0] == group[values_name].shape[0]:
-                        break
-                    time.sleep(0.001)
-                group[start_name].refresh()
             return snapshot_cells(group, spec, name, index, world.path)
         dset = group[name]
         if dset.shape[1:] != spec.shape_of(name) or dset.dtype != spec.layer(name).np_dtype:

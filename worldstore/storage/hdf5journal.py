@@ -21,7 +21,10 @@ the file through one journal record:
 
 1. write the record (its writes in HDF5's order, the end of file HDF5 asked
    for, a CRC-32) at the start of ``PATH-hdf5journal``;
-2. apply the writes in order, then the truncation;
+2. apply the writes in order (the file first grown to the end HDF5 asked
+   for, if longer; cut to it after, if shorter), the superblock written once,
+   already marked with the flags this writer keeps (never first as HDF5 wrote
+   it: a SWMR reader opening in between would read flags no writer keeps);
 3. mark the record done: its first 8 bytes zeroed, one write within a page,
    which no kill can tear.
 
@@ -226,7 +229,11 @@ class JournaledFile(io.RawIOBase):
                 first[offset:offset + len(data)] = data[:len(first) - offset]
         marked = self._mark(bytes(first), self.flags)
         if marked is not None:
-            self._held.append(marked)
+            # In place of HDF5's own writes of those bytes, not after them: applied one after the other, they
+            # showed a SWMR reader opening meanwhile the superblock as HDF5 wrote it (flags HDF5 does not keep
+            # through fileobj), whole and checksummed, and the reader refused the file ("not already open for
+            # SWMR writing"), a to_xarray block beside a writer snapshotting in a loop.
+            self._held = [*_outside(self._held, *marked), marked]
         self._flags_on_disk = self.flags
 
     def moved(self, path: str) -> None:
@@ -249,6 +256,20 @@ class JournaledFile(io.RawIOBase):
             os.dup2(scratch.fileno(), self._fd)
             if self._journal_fd is not None:
                 os.dup2(scratch.fileno(), self._journal_fd)
+
+
+def _outside(writes: list[tuple[int, bytes]], offset: int, data: bytes) -> list[tuple[int, bytes]]:
+    """``writes`` without their bytes in ``[offset, offset + len(data))`` (what a later write of ``data`` there
+    covers), in their order."""
+    end = offset + len(data)
+    kept = []
+    for at, piece in writes:
+        if at < offset:
+            kept.append((at, piece[:offset - at]))
+        if at + len(piece) > end:
+            start = max(at, end)
+            kept.append((start, piece[start - at:]))
+    return [(at, piece) for at, piece in kept if piece]
 
 
 def _lock(fd: int) -> bool:
@@ -278,9 +299,15 @@ _write_all = _platform.pwrite_all
 
 
 def _apply(fd: int, writes: Iterable[tuple[int, bytes]], truncate: int | None) -> None:
+    """Apply a record: the file made as long as HDF5 asked first (the superblock written next may say it ends
+    there: a SWMR reader opening between the two saw a file shorter than its superblock says, "truncated
+    file", and gave up), then the writes in order, then the file cut to that length if HDF5 asked it shorter."""
+    size = os.fstat(fd).st_size
+    if truncate is not None and truncate > size:
+        os.ftruncate(fd, truncate)
     for offset, data in writes:
         _write_all(fd, data, offset)
-    if truncate is not None and truncate >= 0 and os.fstat(fd).st_size > truncate:
+    if truncate is not None and 0 <= truncate < os.fstat(fd).st_size:
         os.ftruncate(fd, truncate)
 
 
