@@ -36,7 +36,7 @@ file), as a multiple of those (the target: <= 2x); and what each backend handed
 the block layer (/proc/self/io write_bytes, Linux: whole pages or larger folios,
 counted when they are dirtied).
 
-    python benchmarks/persist.py            # 1 GiB of layers, 7 rounds (minutes)
+    python benchmarks/persist.py            # 1 GiB of layers, 7 rounds (about a minute)
     python benchmarks/persist.py --quick    # 4 x 1024 x 1024 (seconds; for CI)
     python benchmarks/persist.py --json
 """
