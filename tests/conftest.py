@@ -124,6 +124,33 @@ def held_open(path, swmr: bool = False) -> "Iterator[subprocess.Popen]":
         holder.communicate("", timeout=60)
 
 
+@contextlib.contextmanager
+def snapshotting_writer(path, seconds: float = 4) -> "Iterator[subprocess.Popen]":
+    """A 64 x 64 world at ``path`` whose sparse temporal layer H holds one cell (1, 1) = 1.0 at snapshot 0, and,
+    while inside, a SWMR writer process depositing 500 random cells and snapshotting in a loop for ``seconds``
+    (the writer resizes H's history cells, coords and values, before each flush)."""
+    spec = WorldSpec(64, 64, 0, [LayerSpec("H", "temporal", decay=0.9, threshold=0.001, storage="sparse")])
+    with worldstore.create(path, spec) as world:
+        world.deposit("H", [1], [1], 1.0)
+        world.snapshot()
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, numpy as np, worldstore\n"
+        "w = worldstore.open(sys.argv[1], 'r+', swmr=True)\n"
+        "rng = np.random.default_rng(0)\n"
+        "print('ready', flush=True)\n"
+        "end = time.time() + float(sys.argv[2])\n"
+        "while time.time() < end:\n"
+        "    w.deposit('H', rng.integers(0, 64, 500), rng.integers(0, 64, 500), 1.0)\n"
+        "    w.step(); w.snapshot()\n"
+        "w.close()\n"), str(path), str(seconds)], stdout=subprocess.PIPE, text=True, env=python_env())
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        yield writer
+        assert writer.wait(timeout=30) == 0
+    finally:
+        writer.kill()
+
+
 def digest(path) -> str:
     """SHA-256 of the file's bytes (to show a file unchanged)."""
     with open(path, "rb") as f:
