@@ -770,3 +770,16 @@ def test_a_record_in_a_form_this_version_cannot_read_is_refused_by_name(tmp_path
     with pytest.raises(worldstore.WorldFormatError, match="'zz'"):
         worldstore.recover(path)
     assert digest(path) == before
+
+
+def test_the_clock_is_written_through_open_attributes_and_created_where_a_file_lacks_them(tmp_path):
+    """_schema.Clock: the step counters a commit writes without looking them up by name; a file without them
+    (written before they existed) gets them at the first write, then through the opened attributes."""
+    from worldstore import _schema
+
+    with h5py.File(str(tmp_path / "c.h5"), "w", libver="latest") as f:
+        clock = _schema.Clock(f)
+        clock.write(3, 2)
+        assert (int(f.attrs[_schema.ROOT_STEP]), int(f.attrs[_schema.ROOT_COMMITTED])) == (3, 2)
+        clock.write(4, 4)
+        assert (int(f.attrs[_schema.ROOT_STEP]), int(f.attrs[_schema.ROOT_COMMITTED])) == (4, 4)

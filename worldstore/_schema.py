@@ -530,17 +530,22 @@ class Clock:
 
     def __init__(self, f: h5py.File):
         self._file = f
+        self._attrs: list[h5py.h5a.AttrID] = []
+        self._clock: h5py.Dataset | None = None
+        self._open()
+
+    def _open(self) -> None:
         try:
-            self._attrs = [h5py.h5a.open(f.id, name.encode()) for name in (ROOT_STEP, ROOT_COMMITTED)]
+            self._attrs = [h5py.h5a.open(self._file.id, name.encode()) for name in (ROOT_STEP, ROOT_COMMITTED)]
         except KeyError:  # written before the attributes existed: the first write by name creates them
             self._attrs = []
-        clock = f.get(CLOCK)
+        clock = self._file.get(CLOCK)
         self._clock = clock if isinstance(clock, h5py.Dataset) else None
 
     def write(self, step: int, committed: int) -> None:
         if not self._attrs:
             write_clock(self._file, step, committed)
-            self.__init__(self._file)  # type: ignore[misc]
+            self._open()
             return
         values = np.array([step, committed], dtype=np.int64)
         for attr, value in zip(self._attrs, values):
