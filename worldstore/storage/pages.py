@@ -5,9 +5,10 @@ units of ``unit`` bytes: unit ``k`` covers bytes ``k * unit`` up to
 ``(k + 1) * unit`` (the last may be short). A commit's units are 64-byte lines
 (:data:`LINE`, a cache line): the pages a writer wrote are compared with the
 file, and only the lines that differ are journaled and written, so one changed
-float costs 64 bytes, not a 4 KiB page (issue 15). A 4 KiB page whose every
-line changed is kept whole (:data:`WHOLE`), so a dense change is a list of
-pages rather than of 64 lines each. The journal holds less still: of each
+float costs 64 bytes, not a 4 KiB page (issue 15). A 4 KiB page whose first
+8 lines all changed is kept whole (:data:`WHOLE`, see
+``_native.changed_lines``), so a dense change is a list of pages rather than
+of 64 lines each. The journal holds less still: of each
 changed line, only its 8-byte words that differ from the file, after a byte
 that says which (:meth:`PageSet.keep_words`), so one changed float32 costs
 the journal 9 bytes and its line number, and the file its 64-byte line.
@@ -29,7 +30,7 @@ from ..errors import WorldFormatError
 
 PAGE = mmap.PAGESIZE
 #: What a commit journals and writes: 64-byte lines, the cache line of x86 and Arm (it divides every page size),
-#: and whole 4 KiB pages where every line of one changed (a dense change).
+#: and whole 4 KiB pages whose first 8 lines changed (a dense change).
 LINE = 64
 WHOLE = _native.WHOLE_PAGE
 #: The journal's unit within a changed line: a line has LINE // WORD words, one bit each in its mask byte.
@@ -114,7 +115,7 @@ class PageSet:
         """The bytes of units ``pages`` of ``region`` (the region's bytes, a flat uint8 array), copied."""
         full, tail = _split(region, unit)
         inner = pages[pages < len(full)]
-        if len(inner) == len(pages) and len(pages) > 1 and pages[-1] - pages[0] == len(pages) - 1:
+        if len(inner) == len(pages) and len(pages) > 1 and _one_run(pages):
             # One run (a dense change): its bytes are the region's own, which nothing writes until the
             # commit has journaled and applied them; a view spares the copy of a whole layer.
             return cls(offset, len(region), pages, full[pages[0]:pages[-1] + 1].reshape(-1), unit, view)
@@ -129,9 +130,9 @@ class PageSet:
                 view: np.ndarray | None = None) -> list["PageSet"]:
         """What of ``region`` (this process's bytes for the file's region at ``offset``) differs from the
         file, looked for within the ``(first, end)`` page ranges ``spans`` (default: everywhere): the 4 KiB
-        pages that changed in every line, and the 64-byte lines that changed in the others, as up to two
-        page sets. ``view``: the file's region already mapped (:class:`FileView`), which the commit then
-        writes through."""
+        pages taken whole (their first 8 lines changed), and the 64-byte lines that changed in the others,
+        as up to two page sets. ``view``: the file's region already mapped (:class:`FileView`), which the
+        commit then writes through."""
         theirs = view if view is not None else file_region(fd, offset, len(region), mmap.ACCESS_READ)
         if spans is None:
             spans = [(0, -(-len(region) // PAGE))]
@@ -178,7 +179,7 @@ class PageSet:
         case: 77 ms for a 256 MiB layer, 16 ms where no page had been written back), where ``pwrite`` dirties
         them in the page cache without a fault (27 ms, whichever)."""
         if self.data is not None and self.data.nbytes >= _PWRITE_BYTES and self.unit == WHOLE and \
-                self.pages[-1] - self.pages[0] == len(self.pages) - 1 and self.data.flags.c_contiguous:
+                _one_run(self.pages) and self.data.flags.c_contiguous:
             _platform.pwrite_all(fd, memoryview(self.data), self.offset + int(self.pages[0]) * self.unit)
             return
         if len(self.pages):
@@ -244,6 +245,11 @@ def file_region(fd: int, offset: int, nbytes: int, access: int) -> np.ndarray:
     unmapped when the array goes."""
     mapping, delta = map_region(fd, offset, nbytes, access)
     return np.frombuffer(mapping, np.uint8, nbytes, delta)
+
+
+def _one_run(units: np.ndarray) -> bool:
+    """Whether sorted, distinct unit numbers (at least one) are consecutive: one run."""
+    return bool(units[-1] - units[0] == len(units) - 1)
 
 
 def _bits(masks: np.ndarray) -> int:
